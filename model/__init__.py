@@ -1,0 +1,1 @@
+"""The thing being tuned: the PyTorch "Learn the Basics" FashionMNIST network, plain PyTorch."""

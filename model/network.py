@@ -1,0 +1,41 @@
+"""The tutorial's multilayer perceptron, built from a small config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Shape of the MLP; the defaults are the tutorial's 784-512-512-10."""
+
+    in_features: int = 784  # 28 x 28 pixels, flattened
+    hidden: tuple[int, ...] = (512, 512)  # one Linear + ReLU per entry
+    classes: int = 10  # FashionMNIST's ten clothing classes
+
+
+class NeuralNetwork(nn.Module):
+    """Flatten -> (Linear -> ReLU) per hidden layer -> Linear to logits.
+
+    Attribute names follow the tutorial, so its saved ``state_dict`` keys
+    (``linear_relu_stack.0.weight`` ...) load into this module unchanged.
+    """
+
+    def __init__(self, config: NetworkConfig | None = None) -> None:
+        super().__init__()
+        config = config or NetworkConfig()
+        self.config = config
+        layers: list[nn.Module] = []
+        width = config.in_features
+        for hidden in config.hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, config.classes))
+        self.flatten = nn.Flatten()
+        self.linear_relu_stack = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return unnormalised class scores (logits) for a batch of images."""
+        return self.linear_relu_stack(self.flatten(x))

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import math
+
+import optuna
+
+from tuning.space import BATCH_SIZES, LR_HIGH, LR_LOW, OPTIMIZER_NAMES, TUTORIAL, suggest
+
+
+def test_suggestions_stay_inside_the_space_and_cover_it():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    points = [suggest(study.ask()) for _ in range(300)]
+    assert all(LR_LOW <= p.lr <= LR_HIGH for p in points)
+    assert {p.batch_size for p in points} == set(BATCH_SIZES)
+    assert {p.optimizer for p in points} == set(OPTIMIZER_NAMES) == {"SGD", "Adam", "RMSprop"}
+    # Log-uniform: about half the draws fall below the geometric middle of the range.
+    middle = math.sqrt(LR_LOW * LR_HIGH)
+    assert 0.4 < sum(p.lr < middle for p in points) / len(points) < 0.6
+
+
+def test_learning_rate_is_sampled_on_a_log_scale():
+    study = optuna.create_study()
+    trial = study.ask()
+    suggest(trial)
+    distribution = study.trials[0].distributions["lr"]
+    assert distribution.log and (distribution.low, distribution.high) == (1e-5, 1e-1)
+
+
+def test_enqueued_tutorial_configuration_comes_back_unchanged():
+    study = optuna.create_study()
+    study.enqueue_trial(TUTORIAL.as_params())
+    assert suggest(study.ask()) == TUTORIAL
+    assert TUTORIAL.as_params() == {"lr": 1e-3, "batch_size": 64, "optimizer": "SGD"}

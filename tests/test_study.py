@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+import optuna
+import pytest
+
+from tuning.study import (
+    PRUNERS,
+    SAMPLERS,
+    StudyError,
+    check_storage,
+    create_or_resume,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    sqlite_path,
+)
+
+ATTRS = {"epochs": 3, "val_size": 100, "split_seed": 0, "train_size": 500, "seed": 0}
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("url", ["foo://bar", "redis2://localhost/0"])
+def test_unknown_scheme_is_rejected(url):
+    with pytest.raises(StudyError, match="unknown scheme"):
+        check_storage(url)
+
+
+def test_a_path_without_scheme_is_rejected_with_an_example():
+    with pytest.raises(StudyError, match="sqlite:///"):
+        check_storage("studies/x.db")
+
+
+def test_in_memory_sqlite_is_rejected():
+    with pytest.raises(StudyError, match="in-memory"):
+        check_storage("sqlite://")
+
+
+def test_a_file_that_is_not_sqlite_is_left_byte_for_byte_unchanged(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 50)
+    before = _digest(path)
+    with pytest.raises(StudyError, match="not a SQLite database"):
+        check_storage(f"sqlite:///{path}")
+    assert _digest(path) == before
+
+
+def test_another_programs_sqlite_database_is_not_taken_over(tmp_path):
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.close()
+    before = _digest(path)
+    with pytest.raises(StudyError, match="another program"):
+        check_storage(f"sqlite:///{path}")
+    assert _digest(path) == before
+
+
+def test_must_exist_refuses_a_missing_file_without_creating_it(tmp_path):
+    path = tmp_path / "absent.db"
+    with pytest.raises(StudyError, match="no study database"):
+        check_storage(f"sqlite:///{path}", must_exist=True)
+    assert not path.exists()
+
+
+def test_sqlite_path_is_none_for_server_databases():
+    assert sqlite_path("postgresql+psycopg://user@localhost/test") is None
+    assert str(sqlite_path("sqlite:///studies/a.db")) == "studies/a.db"
+
+
+def test_open_storage_creates_missing_folders(tmp_path):
+    url = f"sqlite:///{tmp_path / 'deep' / 'er' / 's.db'}"
+    open_storage(url)
+    assert (tmp_path / "deep" / "er" / "s.db").is_file()
+    check_storage(url, must_exist=True)  # now an Optuna database: accepted
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_name_builds_a_sampler(name):
+    assert isinstance(make_sampler(name, seed=1), optuna.samplers.BaseSampler)
+
+
+@pytest.mark.parametrize("name", PRUNERS)
+def test_every_pruner_name_builds_a_pruner(name):
+    assert isinstance(make_pruner(name, epochs=5), optuna.pruners.BasePruner)
+
+
+def test_unknown_sampler_and_pruner_names_are_errors():
+    with pytest.raises(StudyError, match="unknown sampler"):
+        make_sampler("grid", 0)
+    with pytest.raises(StudyError, match="unknown pruner"):
+        make_pruner("patient", 3)
+
+
+def test_a_new_study_gets_the_tutorial_trial_first_and_its_settings(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
+                                      seed=0, attrs=ATTRS)
+    assert not resumed
+    assert study.user_attrs == ATTRS
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    trial = study.ask()
+    assert trial.params == {} and study.trials[0].system_attrs["fixed_params"] == {
+        "lr": 1e-3, "batch_size": 64, "optimizer": "SGD"}
+
+
+def test_resuming_does_not_enqueue_the_tutorial_again(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0, attrs=ATTRS)
+    study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
+                                      seed=0, attrs=ATTRS)
+    assert resumed
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 1
+
+
+def test_resuming_with_other_epochs_is_refused_with_the_fix(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0, attrs=ATTRS)
+    with pytest.raises(StudyError, match="--epochs 3"):
+        create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
+                         attrs={**ATTRS, "epochs": 5})

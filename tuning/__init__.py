@@ -1,0 +1,1 @@
+"""The Optuna layer: search space, objective, study, command-line tools."""

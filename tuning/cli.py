@@ -1,0 +1,105 @@
+"""What the command-line tools share: one-line argument errors and the library versions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import signal
+import sys
+import threading
+from typing import NoReturn
+
+import optuna
+import pandas
+import torch
+import torchvision
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def fail(prog: str, message: str, status: int = 2) -> int:
+    """Print ``message`` as the tool's error on stderr; return the exit status to use."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return status
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that decide a trial's numbers."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "optuna": optuna.__version__,
+        "pandas": pandas.__version__,
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn --device (auto, cpu, cuda, mps) into a torch device that is really there.
+
+    Raises:
+        ValueError: the asked-for accelerator is not available on this machine.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if name not in available:
+        raise ValueError(f"--device must be one of auto, cpu, cuda, mps, but got {name!r}.")
+    if not available[name]:
+        raise ValueError(
+            f"--device {name} was asked for, but torch {torch.__version__} sees no {name} "
+            "device here; use --device cpu or --device auto."
+        )
+    return torch.device(name)
+
+
+class _QuietAfterInterrupt(logging.Filter):
+    """Drops Optuna's log records once Ctrl-C was pressed: the CLI itself says what happened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.interrupted
+
+
+def quiet_optuna(level: int = logging.WARNING) -> None:
+    """Show Optuna's warnings and errors, but not its per-trial chatter or its Ctrl-C traceback.
+
+    Ctrl-C still raises KeyboardInterrupt where it lands; Optuna then marks the running trial
+    failed and logs that with a traceback, which this drops.
+    """
+    quiet = _QuietAfterInterrupt()
+    optuna.logging.disable_default_handler()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("optuna %(levelname)s: %(message)s"))
+    handler.addFilter(quiet)
+    logger = logging.getLogger("optuna")
+    for old in [h for h in logger.handlers if getattr(h, "fashion_tune", False)]:
+        logger.removeHandler(old)  # a second call in one process replaces, never doubles
+    handler.fashion_tune = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    optuna.logging.set_verbosity(level)
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+
+    def on_sigint(signum: int, frame: object) -> None:
+        quiet.interrupted = True
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)

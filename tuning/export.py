@@ -1,0 +1,123 @@
+"""python -m tuning.export: the best configuration as JSON, every trial as CSV."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tuning.cli import Parser, fail, library_versions, quiet_optuna
+from tuning.study import StudyError, check_storage, default_storage, open_storage
+
+PROG = "python -m tuning.export"
+DEFAULT_OUT = Path("studies")
+
+
+def best_config(study: optuna.Study) -> dict[str, Any]:
+    """The study's best trial and what is needed to reproduce it, as a JSON-ready dict.
+
+    Raises:
+        StudyError: the study has no completed trial.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        raise StudyError(
+            f"study {study.study_name!r} has no completed trial yet; run "
+            f"python -m tuning.search --study-name {study.study_name} first."
+        )
+    best = study.best_trial
+    attrs = study.user_attrs
+    return {
+        "study_name": study.study_name,
+        "trial_number": best.number,
+        "params": best.params,
+        "validation_accuracy": best.value,
+        "epochs": attrs.get("epochs"),
+        "seed": attrs.get("seed"),
+        "trial_seed": best.user_attrs.get("seed"),
+        "data_split": {
+            "train_size": attrs.get("train_size"),
+            "val_size": attrs.get("val_size"),
+            "split_seed": attrs.get("split_seed"),
+        },
+        "history": {
+            key: best.user_attrs.get(key)
+            for key in ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
+        },
+        "trials": {
+            state.name.lower(): sum(t.state == state for t in trials)
+            for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        },
+        "versions": library_versions(),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so an interrupted export leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export(study: optuna.Study, out: Path) -> tuple[Path, Path]:
+    """Write ``<study>-best.json`` and ``<study>-trials.csv`` into ``out``; return both paths."""
+    config = best_config(study)
+    json_path = out / f"{study.study_name}-best.json"
+    csv_path = out / f"{study.study_name}-trials.csv"
+    _write_atomically(json_path, json.dumps(config, indent=2) + "\n")
+    _write_atomically(csv_path, study.trials_dataframe(multi_index=False).to_csv(index=False))
+    return json_path, csv_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Export a study; return the process exit status."""
+    parser = Parser(
+        prog=PROG,
+        description="Write a study's best configuration as JSON (parameters, validation "
+        "accuracy, trial, epochs, seeds, data split, library versions) and all its trials "
+        "as CSV.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--study-name", default="fashion-mnist", help="name of the study")
+    parser.add_argument("--storage", default=None,
+                        help="database URL of the study (default: sqlite:///studies/<study-name>.db)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="folder for <study>-best.json and <study>-trials.csv")
+    args = parser.parse_args(argv)
+    url = args.storage or default_storage(args.study_name)
+    quiet_optuna()
+    try:
+        check_storage(url, must_exist=True)
+        storage = open_storage(url)
+        names = optuna.get_all_study_names(storage)
+        if args.study_name not in names:
+            raise StudyError(
+                f"there is no study {args.study_name!r} in {url}; studies there: "
+                f"{', '.join(names) or 'none'}."
+            )
+        study = optuna.load_study(study_name=args.study_name, storage=storage)
+        json_path, csv_path = export(study, args.out)
+    except (StudyError, OSError) as exc:
+        return fail(PROG, str(exc))
+    print(f"Best configuration: {json_path}")
+    print(f"All trials:         {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

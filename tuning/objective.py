@@ -1,0 +1,104 @@
+"""The Optuna objective: train the tutorial network with sampled hyperparameters."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import torch
+
+from model.data import TrainValSplit
+from model.loops import evaluate, make_optimizer, train_epoch
+from model.network import NeuralNetwork
+from tuning.space import Hyperparameters, suggest
+
+# Per-epoch histories stored as trial user attributes (lists, one entry per epoch).
+HISTORY_KEYS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one finished epoch of one trial measured; handed to the progress callback."""
+
+    trial: int
+    epoch: int
+    epochs: int
+    params: Hyperparameters
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+def trial_seed(study_seed: int, trial_number: int) -> int:
+    """A 32-bit seed for one trial, distinct for every (study seed, trial number) pair."""
+    return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0])
+
+
+class Objective:
+    """Callable objective holding the data, so every trial of a process shares one copy.
+
+    Each trial builds a fresh network from a seed derived from the study seed and the trial
+    number, trains it for up to ``epochs`` epochs, reports validation accuracy after every
+    epoch (step = epoch number, from 1) and returns the best validation accuracy reached.
+    """
+
+    def __init__(
+        self,
+        data: TrainValSplit,
+        epochs: int,
+        seed: int,
+        device: torch.device,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+    ) -> None:
+        self.train = data.train.to(device)
+        self.val = data.val.to(device)
+        self.epochs = epochs
+        self.seed = seed
+        self.device = device
+        self.on_epoch = on_epoch
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        params = suggest(trial)
+        seed = trial_seed(self.seed, trial.number)
+        trial.set_user_attr("seed", seed)
+        torch.manual_seed(seed)
+        model = NeuralNetwork().to(self.device)
+        optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
+        shuffle = torch.Generator().manual_seed(seed)
+        history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+        best = 0.0
+        for epoch in range(1, self.epochs + 1):
+            start = time.perf_counter()
+            train_loss = train_epoch(model, optimizer, self.train, params.batch_size, shuffle)
+            val_loss, val_accuracy = evaluate(model, self.val)
+            seconds = time.perf_counter() - start
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                # A diverged run teaches the sampler nothing more; stop it, say why, go on.
+                reason = (
+                    f"diverged in epoch {epoch}: train loss {train_loss}, "
+                    f"validation loss {val_loss} (lr {params.lr:.3g})"
+                )
+                trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason)
+            for key, value in zip(
+                HISTORY_KEYS, (train_loss, val_loss, val_accuracy, seconds), strict=True
+            ):
+                history[key].append(value)
+                trial.set_user_attr(key, history[key])
+            trial.report(val_accuracy, epoch)
+            best = max(best, val_accuracy)
+            if self.on_epoch is not None:
+                self.on_epoch(
+                    EpochReport(trial.number, epoch, self.epochs, params, train_loss,
+                                val_loss, val_accuracy, seconds)
+                )
+            if trial.should_prune():
+                reason = f"pruner stopped it after epoch {epoch} (val accuracy {val_accuracy:.4f})"
+                trial.set_user_attr("pruned_reason", reason)
+                raise optuna.TrialPruned(reason)
+        return best

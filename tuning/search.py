@@ -1,0 +1,260 @@
+"""python -m tuning.search: run or resume an Optuna study of the tutorial network."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from model.data import DEFAULT_DATA_DIR, DataError, load_split, locate, split_train_val
+from tuning.cli import Parser, fail, quiet_optuna, resolve_device
+from tuning.objective import EpochReport, Objective
+from tuning.study import (
+    FINISHED,
+    PRUNERS,
+    SAMPLERS,
+    StudyError,
+    check_storage,
+    count_finished,
+    create_or_resume,
+    default_storage,
+    open_storage,
+)
+
+PROG = "python -m tuning.search"
+EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything a search run needs; the defaults are the CLI's defaults."""
+
+    study_name: str = "fashion-mnist"
+    storage: str | None = None  # None: sqlite:///studies/<study_name>.db
+    n_trials: int = 20  # finished (complete or pruned) trials the study should reach in total
+    timeout: float | None = None  # seconds for this run; None: no limit
+    epochs: int = 10  # as in the tutorial
+    sampler: str = "tpe"
+    pruner: str = "median"
+    seed: int = 0
+    data_dir: Path = DEFAULT_DATA_DIR
+    device: str = "auto"
+    val_size: int = 10_000  # taken from the 60,000 training images
+    split_seed: int = 0  # fixes which images are validation, the same for every study
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.study_name)
+
+    def check(self) -> None:
+        """Raise ValueError naming the first flag whose value cannot work."""
+        if not self.study_name.strip():
+            raise ValueError("--study-name must not be empty.")
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1, but got {self.epochs}.")
+        if self.n_trials < 1:
+            raise ValueError(f"--n-trials must be at least 1, but got {self.n_trials}.")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
+        if self.val_size < 1:
+            raise ValueError(f"--val-size must be at least 1, but got {self.val_size}.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SearchSettings()
+    parser = Parser(
+        prog=PROG,
+        description=(
+            "Tune the learning rate, batch size and optimizer (SGD, Adam, RMSprop) of the "
+            "PyTorch 'Learn the Basics' FashionMNIST network with Optuna. Every trial trains "
+            "on the training split, is scored on the validation split each epoch (weak trials "
+            "are pruned) and is stored in the study; the test split is never read. Rerunning "
+            "the same command resumes the study."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--study-name", default=d.study_name, help="name of the study")
+    parser.add_argument(
+        "--storage", default=None,
+        help="database URL of the study (default: sqlite:///studies/<study-name>.db)",
+    )
+    parser.add_argument(
+        "--n-trials", type=int, default=d.n_trials,
+        help="total number of finished (complete or pruned) trials the study should reach; "
+        "a rerun after an interruption completes this same target instead of adding a "
+        "fresh batch",
+    )
+    parser.add_argument("--timeout", type=float, default=d.timeout,
+                        help="stop starting new trials after this many seconds of this run")
+    parser.add_argument("--epochs", type=int, default=d.epochs,
+                        help="epochs per trial (a pruned trial stops earlier)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
+                        help="how the next hyperparameters are chosen")
+    parser.add_argument("--pruner", choices=PRUNERS, default=d.pruner,
+                        help="how weak trials are stopped early")
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help="seeds the sampler and each trial's weights and shuffling: same "
+                        "seed, same machine, one worker -> same trials and values")
+    parser.add_argument(
+        "--data-dir", type=Path, default=d.data_dir,
+        help="folder with the FashionMNIST IDX files, tried before $FASHION_MNIST_DIR, "
+        "Debian's /usr/share/datasets/fashion-mnist and a torchvision download into it",
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=d.device,
+                        help="where to train; auto picks cuda, then mps, then cpu")
+    parser.add_argument("--val-size", type=int, default=d.val_size,
+                        help="training images held out for validation")
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None) -> SearchSettings:
+    args = build_parser().parse_args(argv)
+    return SearchSettings(
+        study_name=args.study_name, storage=args.storage, n_trials=args.n_trials,
+        timeout=args.timeout, epochs=args.epochs, sampler=args.sampler, pruner=args.pruner,
+        seed=args.seed, data_dir=args.data_dir, device=args.device, val_size=args.val_size,
+    )
+
+
+def _params_text(params: dict) -> str:
+    return (
+        f"lr={params.get('lr', float('nan')):.2e} batch={params.get('batch_size', '?'):>3} "
+        f"{params.get('optimizer', '?'):<7}"
+    )
+
+
+class Progress:
+    """Prints a line per finished trial; on a terminal, also a live line per epoch."""
+
+    def __init__(self, target: int, live: bool) -> None:
+        self.target = target
+        self.live = live
+
+    def epoch(self, report: EpochReport) -> None:
+        if self.live:
+            print(
+                f"\r  trial {report.trial} epoch {report.epoch}/{report.epochs}: "
+                f"val acc {report.val_accuracy:.4f}, {report.seconds:.1f} s/epoch   ",
+                end="", file=sys.stderr, flush=True,
+            )
+
+    def trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+        finished = count_finished(study)
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        state = trial.state.name
+        if trial.state == TrialState.PRUNED:
+            state += f" @{trial.last_step or 0}"
+        value = "  -   " if trial.value is None else f"{trial.value:.4f}"
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:  # no completed trial yet
+            best = "  -   "
+        print(
+            f"[{finished:>3}/{self.target}] trial {trial.number:>3}  {_params_text(trial.params)} "
+            f"{state:<11} val acc {value}  best {best}  {seconds:6.1f} s",
+            flush=True,
+        )
+
+
+def _summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    counts = {s: states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    lines = [
+        f"Trials: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+        f"{counts[TrialState.FAIL]} failed."
+    ]
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if completed:
+        best = study.best_trial
+        lines.append(f"Best trial {best.number}: validation accuracy {best.value:.4f}")
+        lines += [f"  {key}: {value}" for key, value in best.params.items()]
+        baseline = [t for t in completed if t.user_attrs.get("baseline") == "tutorial"]
+        if baseline:
+            lines.append(
+                f"Tutorial configuration (trial {baseline[0].number}): "
+                f"validation accuracy {baseline[0].value:.4f}"
+            )
+    quoted = shlex.quote(storage_url)
+    lines += [
+        f"Browse it:  optuna-dashboard {quoted}",
+        f"Export it:  python -m tuning.export --study-name {shlex.quote(study_name)} "
+        f"--storage {quoted}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the search; return the process exit status."""
+    settings = parse_settings(argv)
+    quiet_optuna()  # our own lines report each trial
+    try:
+        settings.check()
+        device = resolve_device(settings.device)
+        check_storage(settings.storage_url)
+        # Data first: a bad data folder must fail before any study file is created.
+        source = locate(settings.data_dir)
+        data = split_train_val(load_split(source, "train"), settings.val_size, settings.split_seed)
+        storage = open_storage(settings.storage_url)
+        study, resumed = create_or_resume(
+            storage, settings.study_name, sampler_name=settings.sampler,
+            pruner_name=settings.pruner, seed=settings.seed,
+            attrs={
+                "epochs": settings.epochs, "val_size": settings.val_size,
+                "train_size": len(data.train), "split_seed": settings.split_seed,
+                "seed": settings.seed,
+            },
+        )
+    except (ValueError, DataError, StudyError) as exc:
+        return fail(PROG, str(exc))
+
+    finished = count_finished(study)
+    remaining = settings.n_trials - finished
+    print(
+        f"Study {settings.study_name!r} in {settings.storage_url} "
+        f"({'resumed' if resumed else 'new'}): {finished} of {settings.n_trials} trials finished."
+    )
+    print(
+        f"Data: {len(data.train)} train / {len(data.val)} validation images from "
+        f"{source.folder} ({source.how}); device {device}, torch threads "
+        f"{torch.get_num_threads()}; {settings.epochs} epochs per trial, sampler "
+        f"{settings.sampler}, pruner {settings.pruner}, seed {settings.seed}.",
+        flush=True,
+    )
+    if remaining > 0:
+        progress = Progress(settings.n_trials, live=sys.stderr.isatty())
+        objective = Objective(data, settings.epochs, settings.seed, device, progress.epoch)
+        try:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=settings.timeout,
+                callbacks=[MaxTrialsCallback(settings.n_trials, states=FINISHED), progress.trial],
+            )
+        except KeyboardInterrupt:
+            print(
+                f"\nInterrupted. {count_finished(study)} of {settings.n_trials} trials are "
+                f"finished and saved in {settings.storage_url}; the interrupted one is marked "
+                "failed. Run the same command again to finish the rest.",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # a trial failed for a reason other than divergence
+            return fail(PROG, f"a trial failed and the search stopped: {exc!r}", status=1)
+    else:
+        print("The study already reached its target; raise --n-trials to run more.")
+    print(_summary(study, settings.storage_url, settings.study_name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

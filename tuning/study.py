@@ -1,0 +1,229 @@
+"""Storage, sampler and pruner from names; create a study or resume it."""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from tuning.space import TUTORIAL
+
+SAMPLERS = ("tpe", "random", "qmc")
+PRUNERS = ("median", "hyperband", "successive-halving", "none")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward --n-trials
+
+MEDIAN_STARTUP_TRIALS = 5  # trials that finish unpruned before the median pruner judges others
+MEDIAN_WARMUP_EPOCHS = 0  # a trial may be pruned from its first reported epoch on
+HALVING_REDUCTION = 3  # successive halving / hyperband keep about a third at each rung
+SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite lock instead of failing at once
+
+# Study user attributes that fix what a trial's value means; a resume must match them.
+BINDING_ATTRS = ("epochs", "val_size", "split_seed")
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_URL_EXAMPLES = "sqlite:///studies/NAME.db or postgresql+psycopg://USER@HOST/DB"
+
+
+class StudyError(Exception):
+    """The study cannot be opened as asked; the message says what to do instead."""
+
+
+def default_storage(study_name: str) -> str:
+    """The embedded default: a SQLite file per study under studies/."""
+    return f"sqlite:///studies/{study_name}.db"
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StudyError(
+            f"--storage {url!r} is not a database URL; use e.g. {_URL_EXAMPLES}."
+        ) from None
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise StudyError(
+            f"--storage {url!r} has an unknown scheme {parsed.drivername!r}; "
+            f"use e.g. {_URL_EXAMPLES}."
+        ) from None
+    return parsed
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for other databases."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    if not parsed.database or parsed.database == ":memory:":
+        raise StudyError(
+            f"--storage {url!r} is an in-memory database that keeps nothing; "
+            "give a file, e.g. sqlite:///studies/NAME.db."
+        )
+    return Path(parsed.database)
+
+
+def check_storage(url: str, *, must_exist: bool = False) -> None:
+    """Validate a storage URL without creating or changing anything.
+
+    Raises:
+        StudyError: the URL is malformed or of an unknown scheme, or its SQLite file is
+            something else than an Optuna database (or is missing, with ``must_exist``).
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return
+    if not path.exists():
+        if must_exist:
+            raise StudyError(
+                f"there is no study database at {path}; run python -m tuning.search first, "
+                "or pass the --storage it used."
+            )
+        return
+    if not path.is_file():
+        raise StudyError(f"--storage points at {path}, which is not a file.")
+    if path.stat().st_size == 0:
+        return  # SQLite treats an empty file as an empty database
+    with path.open("rb") as handle:
+        if handle.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+            raise StudyError(
+                f"{path} exists but is not a SQLite database; it was left untouched. "
+                "Pick another --storage path or move that file away."
+            )
+    # Read-only peek: a SQLite file of another program must not gain Optuna's tables.
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        raise StudyError(f"{path} is not a readable SQLite database ({exc}).") from None
+    if tables and "studies" not in tables:
+        raise StudyError(
+            f"{path} is a SQLite database of another program (no Optuna tables); it was left "
+            "untouched. Pick another --storage path."
+        )
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Open (creating if needed) the storage at ``url``; SQLite waits on locks.
+
+    Raises:
+        StudyError: the storage cannot be opened (driver missing, server down, ...).
+    """
+    path = sqlite_path(url)
+    engine_kwargs: dict[str, Any] = {}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ModuleNotFoundError as exc:
+        raise StudyError(
+            f"cannot open --storage {url!r}: the database driver {exc.name!r} is not "
+            f"installed; pip install it (e.g. pip install 'psycopg[binary]')."
+        ) from None
+    except Exception as exc:  # SQLAlchemy's errors for unreachable servers and the like
+        message = " ".join(str(exc).split())[:300]
+        raise StudyError(f"cannot open --storage {url!r}: {message}") from None
+
+
+def make_sampler(name: str, seed: int, n_trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+    """Sampler by name, seeded.
+
+    A resumed run offsets the TPE and random seeds by the trials already in the study, so it
+    does not replay the first run's random draws; QMC keeps its seed and continues its
+    sequence, whose position Optuna stores in the study.
+    """
+    run_seed = seed + n_trials_so_far
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=run_seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=run_seed)
+    if name == "qmc":
+        with warnings.catch_warnings():  # "experimental" says nothing a user can act on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(
+                seed=seed,
+                scramble=True,
+                # Batch size and optimizer are categorical: QMC leaves them to a random sampler.
+                independent_sampler=optuna.samplers.RandomSampler(seed=run_seed),
+                warn_independent_sampling=False,
+            )
+    raise StudyError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}.")
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """Pruner by name; resources are epochs."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS
+        )
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=epochs, reduction_factor=HALVING_REDUCTION
+        )
+    if name == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=HALVING_REDUCTION
+        )
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise StudyError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}.")
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count toward the target: completed or pruned."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def create_or_resume(
+    storage: optuna.storages.BaseStorage,
+    study_name: str,
+    *,
+    sampler_name: str,
+    pruner_name: str,
+    seed: int,
+    attrs: Mapping[str, Any],
+) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it if it exists; return it and whether it was resumed.
+
+    A new study records ``attrs`` as study user attributes and gets the tutorial's own
+    configuration enqueued as its first trial. A resumed study must have been created with the
+    same ``BINDING_ATTRS``, else its trials would not be comparable.
+
+    Raises:
+        StudyError: the existing study was created with other binding settings.
+    """
+    epochs = int(attrs["epochs"])
+    pruner = make_pruner(pruner_name, epochs)
+    if study_name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+        stored = study.user_attrs
+        for key in BINDING_ATTRS:
+            if key in stored and key in attrs and stored[key] != attrs[key]:
+                flag = "--" + key.replace("_", "-")
+                raise StudyError(
+                    f"study {study_name!r} was created with {key}={stored[key]}, but this run "
+                    f"asks for {attrs[key]}; rerun with {flag} {stored[key]} to resume it, or "
+                    "pick another --study-name."
+                )
+        n_so_far = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(sampler_name, seed, n_so_far)
+        return study, True
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        sampler=make_sampler(sampler_name, seed),
+        pruner=pruner,
+        direction="maximize",
+    )
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    study.enqueue_trial(TUTORIAL.as_params(), user_attrs={"baseline": "tutorial"})
+    return study, False
