@@ -125,3 +125,14 @@ def test_resuming_with_other_epochs_is_refused_with_the_fix(tmp_path):
     with pytest.raises(StudyError, match="--epochs 3"):
         create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
                          attrs={**ATTRS, "epochs": 5})
+
+
+def test_an_interrupted_tutorial_trial_is_queued_again_on_resume(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
+                                attrs=ATTRS)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # as Ctrl-C leaves it
+    study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
+                                attrs=ATTRS)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.user_attrs.get("baseline") for t in waiting] == ["tutorial"]

@@ -18,6 +18,8 @@ from tuning.space import TUTORIAL
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward --n-trials
+# States in which the tutorial baseline trial needs no second copy in the queue.
+_BASELINE_KEPT = (*FINISHED, TrialState.WAITING, TrialState.RUNNING)
 
 MEDIAN_STARTUP_TRIALS = 5  # trials that finish unpruned before the median pruner judges others
 MEDIAN_WARMUP_EPOCHS = 0  # a trial may be pruned from its first reported epoch on
@@ -213,8 +215,11 @@ def create_or_resume(
                     f"asks for {attrs[key]}; rerun with {flag} {stored[key]} to resume it, or "
                     "pick another --study-name."
                 )
-        n_so_far = len(study.get_trials(deepcopy=False))
-        study.sampler = make_sampler(sampler_name, seed, n_so_far)
+        trials = study.get_trials(deepcopy=False)
+        study.sampler = make_sampler(sampler_name, seed, len(trials))
+        if not any(t.user_attrs.get("baseline") == "tutorial" and t.state in _BASELINE_KEPT
+                   for t in trials):
+            _enqueue_tutorial(study)  # its first run was interrupted: queue it again
         return study, True
     study = optuna.create_study(
         study_name=study_name,
@@ -225,5 +230,9 @@ def create_or_resume(
     )
     for key, value in attrs.items():
         study.set_user_attr(key, value)
-    study.enqueue_trial(TUTORIAL.as_params(), user_attrs={"baseline": "tutorial"})
+    _enqueue_tutorial(study)
     return study, False
+
+
+def _enqueue_tutorial(study: optuna.Study) -> None:
+    study.enqueue_trial(TUTORIAL.as_params(), user_attrs={"baseline": "tutorial"})
