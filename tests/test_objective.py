@@ -51,6 +51,7 @@ def test_a_trial_the_pruner_rejects_ends_pruned_with_its_reason(tmp_path, split)
     assert "pruner stopped it after epoch 1" in trial.user_attrs["pruned_reason"]
 
 
+@pytest.mark.filterwarnings("ignore:Fixed parameter lr with value 1000000.0 is out of range")
 def test_a_diverging_trial_is_pruned_with_the_reason_and_the_study_goes_on(tmp_path, split):
     study = _study(tmp_path)
     # Outside the lr range: Optuna warns but keeps an enqueued value, which is what we need.

@@ -104,6 +104,7 @@ def test_a_new_study_gets_the_tutorial_trial_first_and_its_settings(tmp_path):
     assert not resumed
     assert study.user_attrs == ATTRS
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.metric_names == ["val_accuracy"]
     trial = study.ask()
     assert trial.params == {} and study.trials[0].system_attrs["fixed_params"] == {
         "lr": 1e-3, "batch_size": 64, "optimizer": "SGD"}

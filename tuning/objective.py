@@ -85,9 +85,9 @@ class Objective:
                 )
                 trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)
-            for key, value in zip(
-                HISTORY_KEYS, (train_loss, val_loss, val_accuracy, seconds), strict=True
-            ):
+            # Rounded for reading in the dashboard; float32 losses carry no more digits anyway.
+            measured = (round(train_loss, 6), round(val_loss, 6), val_accuracy, round(seconds, 3))
+            for key, value in zip(HISTORY_KEYS, measured, strict=True):
                 history[key].append(value)
                 trial.set_user_attr(key, history[key])
             trial.report(val_accuracy, epoch)

@@ -17,6 +17,7 @@ from tuning.space import TUTORIAL
 
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
+METRIC_NAME = "val_accuracy"  # what a trial's value is: its best validation accuracy
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward --n-trials
 # States in which the tutorial baseline trial needs no second copy in the queue.
 _BASELINE_KEPT = (*FINISHED, TrialState.WAITING, TrialState.RUNNING)
@@ -228,6 +229,9 @@ def create_or_resume(
         pruner=pruner,
         direction="maximize",
     )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([METRIC_NAME])  # the dashboard's axis label
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     _enqueue_tutorial(study)
