@@ -175,6 +175,13 @@ def test_a_corrupt_data_dir_stops_before_any_study_exists(tmp_path, damage):
     assert not (tmp_path / "s.db").exists()
 
 
+def test_the_search_never_reads_the_test_split(tmp_path, idx_dir):
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (idx_dir / name).write_bytes(b"unreadable: the search must not open this")
+    result = _search(tmp_path, idx_dir, "--n-trials", "1", "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+
+
 def test_missing_accelerator_is_a_clear_error(tmp_path, idx_dir):
     import torch
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 
 import optuna
@@ -137,3 +138,19 @@ def test_an_interrupted_tutorial_trial_is_queued_again_on_resume(tmp_path):
                                 attrs=ATTRS)
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.user_attrs.get("baseline") for t in waiting] == ["tutorial"]
+
+
+@pytest.mark.parametrize("url, package", [
+    ("postgresql+psycopg://postgres@127.0.0.1/test", "psycopg[binary]"),
+    ("mysql+pymysql://root@127.0.0.1/test", "pymysql"),
+])
+def test_a_missing_database_driver_names_the_package_to_install(url, package):
+    driver = url.split("+")[1].split(":")[0]
+    try:
+        __import__(driver)
+    except ImportError:
+        pass
+    else:
+        pytest.skip(f"{driver} is installed here, so the storage opens")
+    with pytest.raises(StudyError, match=rf"pip install '{re.escape(package)}'"):
+        open_storage(url)

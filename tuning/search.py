@@ -153,7 +153,8 @@ class Progress:
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         state = trial.state.name
         if trial.state == TrialState.PRUNED:
-            state += f" @{trial.last_step or 0}"
+            diverged = trial.user_attrs.get("pruned_reason", "").startswith("diverged")
+            state += " nan" if diverged else f" @{trial.last_step}"
         value = "  -   " if trial.value is None else f"{trial.value:.4f}"
         try:
             best = f"{study.best_value:.4f}"

@@ -30,6 +30,14 @@ SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite lock instead of failing at 
 # Study user attributes that fix what a trial's value means; a resume must match them.
 BINDING_ATTRS = ("epochs", "val_size", "split_seed")
 
+# SQLAlchemy driver name -> the pip package that provides it.
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "pymysql",
+    "mysqldb": "mysqlclient",
+    "mysqlconnector": "mysql-connector-python",
+}
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _URL_EXAMPLES = "sqlite:///studies/NAME.db or postgresql+psycopg://USER@HOST/DB"
 
@@ -126,10 +134,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ModuleNotFoundError as exc:
+    except ImportError:
+        driver = _parse(url).get_driver_name()
+        package = _DRIVER_PACKAGES.get(driver, driver)
         raise StudyError(
-            f"cannot open --storage {url!r}: the database driver {exc.name!r} is not "
-            f"installed; pip install it (e.g. pip install 'psycopg[binary]')."
+            f"cannot open --storage {url!r}: its database driver {driver!r} is not installed; "
+            f"pip install '{package}' into this environment."
         ) from None
     except Exception as exc:  # SQLAlchemy's errors for unreachable servers and the like
         message = " ".join(str(exc).split())[:300]
