@@ -23,6 +23,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def add_study_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:
+    """The --study-name and --storage flags every tool that opens a study takes."""
+    parser.add_argument("--study-name", default=default_name, help="name of the study")
+    parser.add_argument(
+        "--storage", default=None,
+        help="database URL of the study (default: sqlite:///studies/<study-name>.db)",
+    )
+
+
 def fail(prog: str, message: str, status: int = 2) -> int:
     """Print ``message`` as the tool's error on stderr; return the exit status to use."""
     print(f"{prog}: error: {message}", file=sys.stderr)

@@ -12,10 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
-from tuning.cli import Parser, fail, library_versions, quiet_optuna
-from tuning.study import StudyError, check_storage, default_storage, open_storage
+from tuning.cli import Parser, add_study_arguments, fail, library_versions, quiet_optuna
+from tuning.objective import HISTORY_KEYS
+from tuning.study import (
+    DEFAULT_STUDY_NAME,
+    StudyError,
+    check_storage,
+    count_states,
+    default_storage,
+    open_storage,
+)
 
 PROG = "python -m tuning.export"
 DEFAULT_OUT = Path("studies")
@@ -27,8 +34,8 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
     Raises:
         StudyError: the study has no completed trial.
     """
-    trials = study.get_trials(deepcopy=False)
-    if not any(t.state == TrialState.COMPLETE for t in trials):
+    counts = count_states(study)
+    if not counts["complete"]:
         raise StudyError(
             f"study {study.study_name!r} has no completed trial yet; run "
             f"python -m tuning.search --study-name {study.study_name} first."
@@ -48,14 +55,8 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
             "val_size": attrs.get("val_size"),
             "split_seed": attrs.get("split_seed"),
         },
-        "history": {
-            key: best.user_attrs.get(key)
-            for key in ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
-        },
-        "trials": {
-            state.name.lower(): sum(t.state == state for t in trials)
-            for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        },
+        "history": {key: best.user_attrs.get(key) for key in HISTORY_KEYS},
+        "trials": counts,
         "versions": library_versions(),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -93,9 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "as CSV.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--study-name", default="fashion-mnist", help="name of the study")
-    parser.add_argument("--storage", default=None,
-                        help="database URL of the study (default: sqlite:///studies/<study-name>.db)")
+    add_study_arguments(parser, DEFAULT_STUDY_NAME)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder for <study>-best.json and <study>-trials.csv")
     args = parser.parse_args(argv)

@@ -15,15 +15,17 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from model.data import DEFAULT_DATA_DIR, DataError, load_split, locate, split_train_val
-from tuning.cli import Parser, fail, quiet_optuna, resolve_device
+from tuning.cli import Parser, add_study_arguments, fail, quiet_optuna, resolve_device
 from tuning.objective import EpochReport, Objective
 from tuning.study import (
+    DEFAULT_STUDY_NAME,
     FINISHED,
     PRUNERS,
     SAMPLERS,
     StudyError,
     check_storage,
     count_finished,
+    count_states,
     create_or_resume,
     default_storage,
     open_storage,
@@ -37,7 +39,7 @@ EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 
 class SearchSettings:
     """Everything a search run needs; the defaults are the CLI's defaults."""
 
-    study_name: str = "fashion-mnist"
+    study_name: str = DEFAULT_STUDY_NAME
     storage: str | None = None  # None: sqlite:///studies/<study_name>.db
     n_trials: int = 20  # finished (complete or pruned) trials the study should reach in total
     timeout: float | None = None  # seconds for this run; None: no limit
@@ -81,11 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--study-name", default=d.study_name, help="name of the study")
-    parser.add_argument(
-        "--storage", default=None,
-        help="database URL of the study (default: sqlite:///studies/<study-name>.db)",
-    )
+    add_study_arguments(parser, d.study_name)
     parser.add_argument(
         "--n-trials", type=int, default=d.n_trials,
         help="total number of finished (complete or pruned) trials the study should reach; "
@@ -168,11 +166,10 @@ class Progress:
 
 
 def _summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    counts = {s: states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    counts = count_states(study)
     lines = [
-        f"Trials: {counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
-        f"{counts[TrialState.FAIL]} failed."
+        f"Trials: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed."
     ]
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if completed:

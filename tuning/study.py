@@ -46,6 +46,9 @@ class StudyError(Exception):
     """The study cannot be opened as asked; the message says what to do instead."""
 
 
+DEFAULT_STUDY_NAME = "fashion-mnist"
+
+
 def default_storage(study_name: str) -> str:
     """The embedded default: a SQLite file per study under studies/."""
     return f"sqlite:///studies/{study_name}.db"
@@ -188,6 +191,15 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     if name == "none":
         return optuna.pruners.NopPruner()
     raise StudyError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}.")
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    """Trials per end state: {"complete": n, "pruned": n, "fail": n}."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return {
+        state.name.lower(): states.count(state)
+        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
 
 
 def count_finished(study: optuna.Study) -> int:
