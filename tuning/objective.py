@@ -18,6 +18,7 @@ from tuning.space import Hyperparameters, suggest
 
 # Per-epoch histories stored as trial user attributes (lists, one entry per epoch).
 HISTORY_KEYS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
+DIVERGED = "diverged"  # how the pruned_reason of a NaN or infinite run begins
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Objective:
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 # A diverged run teaches the sampler nothing more; stop it, say why, go on.
                 reason = (
-                    f"diverged in epoch {epoch}: train loss {train_loss}, "
+                    f"{DIVERGED} in epoch {epoch}: train loss {train_loss}, "
                     f"validation loss {val_loss} (lr {params.lr:.3g})"
                 )
                 trial.set_user_attr("pruned_reason", reason)

@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from model.data import DEFAULT_DATA_DIR, DataError, load_split, locate, split_train_val
 from tuning.cli import Parser, add_study_arguments, fail, quiet_optuna, resolve_device
-from tuning.objective import EpochReport, Objective
+from tuning.objective import DIVERGED, EpochReport, Objective
 from tuning.study import (
     DEFAULT_STUDY_NAME,
     FINISHED,
@@ -28,6 +28,7 @@ from tuning.study import (
     count_states,
     create_or_resume,
     default_storage,
+    is_baseline,
     open_storage,
 )
 
@@ -151,7 +152,7 @@ class Progress:
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         state = trial.state.name
         if trial.state == TrialState.PRUNED:
-            diverged = trial.user_attrs.get("pruned_reason", "").startswith("diverged")
+            diverged = trial.user_attrs.get("pruned_reason", "").startswith(DIVERGED)
             state += " nan" if diverged else f" @{trial.last_step}"
         value = "  -   " if trial.value is None else f"{trial.value:.4f}"
         try:
@@ -176,7 +177,7 @@ def _summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
         best = study.best_trial
         lines.append(f"Best trial {best.number}: validation accuracy {best.value:.4f}")
         lines += [f"  {key}: {value}" for key, value in best.params.items()]
-        baseline = [t for t in completed if t.user_attrs.get("baseline") == "tutorial"]
+        baseline = [t for t in completed if is_baseline(t)]
         if baseline:
             lines.append(
                 f"Tutorial configuration (trial {baseline[0].number}): "

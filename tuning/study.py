@@ -15,10 +15,12 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from tuning.space import TUTORIAL
 
+DEFAULT_STUDY_NAME = "fashion-mnist"
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
 METRIC_NAME = "val_accuracy"  # what a trial's value is: its best validation accuracy
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward --n-trials
+BASELINE_ATTRS = {"baseline": "tutorial"}  # user attributes that mark the tutorial's trial
 # States in which the tutorial baseline trial needs no second copy in the queue.
 _BASELINE_KEPT = (*FINISHED, TrialState.WAITING, TrialState.RUNNING)
 
@@ -44,9 +46,6 @@ _URL_EXAMPLES = "sqlite:///studies/NAME.db or postgresql+psycopg://USER@HOST/DB"
 
 class StudyError(Exception):
     """The study cannot be opened as asked; the message says what to do instead."""
-
-
-DEFAULT_STUDY_NAME = "fashion-mnist"
 
 
 def default_storage(study_name: str) -> str:
@@ -240,8 +239,7 @@ def create_or_resume(
                 )
         trials = study.get_trials(deepcopy=False)
         study.sampler = make_sampler(sampler_name, seed, len(trials))
-        if not any(t.user_attrs.get("baseline") == "tutorial" and t.state in _BASELINE_KEPT
-                   for t in trials):
+        if not any(is_baseline(t) and t.state in _BASELINE_KEPT for t in trials):
             _enqueue_tutorial(study)  # its first run was interrupted: queue it again
         return study, True
     study = optuna.create_study(
@@ -260,5 +258,10 @@ def create_or_resume(
     return study, False
 
 
+def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` is the tutorial's own configuration, queued by this module."""
+    return all(trial.user_attrs.get(key) == value for key, value in BASELINE_ATTRS.items())
+
+
 def _enqueue_tutorial(study: optuna.Study) -> None:
-    study.enqueue_trial(TUTORIAL.as_params(), user_attrs={"baseline": "tutorial"})
+    study.enqueue_trial(TUTORIAL.as_params(), user_attrs=dict(BASELINE_ATTRS))
