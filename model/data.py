@@ -215,6 +215,12 @@ def load_split(source: Source, split: str) -> Tensors:
     return Tensors(flat, labels.to(torch.int64))
 
 
+def split_indices(n: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """(train, validation) indices of a seeded split of ``n`` images; see split_train_val."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:], order[:val_size]
+
+
 def split_train_val(data: Tensors, val_size: int, seed: int) -> TrainValSplit:
     """Split training data into train and validation parts by a seeded permutation.
 
@@ -227,8 +233,7 @@ def split_train_val(data: Tensors, val_size: int, seed: int) -> TrainValSplit:
             f"--val-size must be between 1 and {n - 1} (the training set has {n} images), "
             f"but got {val_size}."
         )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    val_idx, train_idx = order[:val_size], order[val_size:]
+    train_idx, val_idx = split_indices(n, val_size, seed)
     return TrainValSplit(
         train=Tensors(data.images[train_idx], data.labels[train_idx]),
         val=Tensors(data.images[val_idx], data.labels[val_idx]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 
 import torch
@@ -16,16 +17,40 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "Adam": torch.optim.Adam,
     "RMSprop": torch.optim.RMSprop,
 }
+# Arithmetic of the matrix products: fp32 throughout, or bf16 autocast with fp32 weights.
+PRECISIONS = ("fp32", "bf16")
 EVAL_BATCH = 10_000  # one forward pass scores the whole validation split; no gradients kept
 
 
 def make_optimizer(name: str, params: Iterable[Tensor], lr: float) -> torch.optim.Optimizer:
-    """Build the optimizer called ``name`` (a key of ``OPTIMIZERS``) with learning rate ``lr``."""
+    """Build the optimizer called ``name`` (a key of ``OPTIMIZERS``) with learning rate ``lr``.
+
+    Where torch has a fused kernel for it (SGD, Adam), that kernel is used: one pass over all
+    parameters per step instead of one per tensor and operation, the same update rule.
+    """
     try:
         cls = OPTIMIZERS[name]
     except KeyError:
         raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}") from None
+    if "fused" in inspect.signature(cls.__init__).parameters:
+        return cls(params, lr=lr, fused=True)
     return cls(params, lr=lr)
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of ``precision`` on ``device`` (disabled for fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def shuffle_buffer(data: Tensors) -> Tensors:
+    """Uninitialised tensors shaped like ``data``, to shuffle into every epoch.
+
+    Reusing one buffer avoids allocating (and page-faulting in) a fresh copy of the training
+    images each epoch: 188 MB for FashionMNIST's 50,000 training images.
+    """
+    return Tensors(torch.empty_like(data.images), torch.empty_like(data.labels))
 
 
 def train_epoch(
@@ -34,22 +59,33 @@ def train_epoch(
     data: Tensors,
     batch_size: int,
     generator: torch.Generator,
+    *,
+    precision: str = "fp32",
+    buffer: Tensors | None = None,
 ) -> float:
     """Train one epoch over ``data`` in a fresh shuffled order; return the mean training loss.
 
     The order comes from ``generator`` (a CPU generator), so a seeded generator replays the
     same epochs. The last batch may be smaller, as with the tutorial's DataLoader. A NaN or
-    infinite loss is returned as such; the caller decides what to do with it.
+    infinite loss is returned as such; the caller decides what to do with it. ``buffer`` (from
+    ``shuffle_buffer(data)``) receives the shuffled copy; without it one is allocated.
+    ``precision`` "bf16" runs the forward pass under bf16 autocast; weights, gradients and the
+    optimizer state stay float32.
     """
     n = len(data)
-    order = torch.randperm(n, generator=generator).to(data.images.device)
-    images, labels = data.images[order], data.labels[order]
+    device = data.images.device
+    order = torch.randperm(n, generator=generator).to(device)
+    if buffer is None:
+        buffer = shuffle_buffer(data)
+    images = torch.index_select(data.images, 0, order, out=buffer.images)
+    labels = torch.index_select(data.labels, 0, order, out=buffer.labels)
     model.train()
     # Summing on the device avoids a host sync per step; one .item() at the end.
-    total = torch.zeros((), device=data.images.device)
+    total = torch.zeros((), device=device)
     for start in range(0, n, batch_size):
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
-        loss = F.cross_entropy(model(x), y)
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -58,16 +94,18 @@ def train_epoch(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: Tensors) -> tuple[float, float]:
+def evaluate(model: nn.Module, data: Tensors, *, precision: str = "fp32") -> tuple[float, float]:
     """Return (mean cross-entropy loss, accuracy in [0, 1]) of ``model`` on ``data``."""
     model.eval()
-    total_loss = torch.zeros((), device=data.images.device)
-    correct = torch.zeros((), dtype=torch.int64, device=data.images.device)
+    device = data.images.device
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(data), EVAL_BATCH):
         x = data.images[start : start + EVAL_BATCH]
         y = data.labels[start : start + EVAL_BATCH]
-        logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum")
+        with autocast(device, precision):
+            logits = model(x)
+        total_loss += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
     n = len(data)
     return float(total_loss) / n, int(correct) / n

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.data import Tensors, load_split, locate, split_train_val
-from model.loops import evaluate, make_optimizer, train_epoch
+from model.loops import PRECISIONS, evaluate, make_optimizer, shuffle_buffer, train_epoch
 from model.network import NeuralNetwork
 
 
@@ -15,12 +15,13 @@ def split(idx_dir, no_system_data):
     return split_train_val(load_split(locate(idx_dir, download=False), "train"), 100, seed=0)
 
 
-def _trained(split, epochs: int, seed: int = 0, optimizer: str = "Adam", lr: float = 1e-3):
+def _trained(split, epochs: int, seed: int = 0, optimizer: str = "Adam", lr: float = 1e-3,
+             **kwargs):
     torch.manual_seed(seed)
     model = NeuralNetwork()
     opt = make_optimizer(optimizer, model.parameters(), lr)
     gen = torch.Generator().manual_seed(seed)
-    losses = [train_epoch(model, opt, split.train, 32, gen) for _ in range(epochs)]
+    losses = [train_epoch(model, opt, split.train, 32, gen, **kwargs) for _ in range(epochs)]
     return model, losses
 
 
@@ -80,3 +81,41 @@ def test_make_optimizer_builds_each_named_optimizer_with_its_lr(name, cls):
 def test_make_optimizer_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_optimizer("Adagrad", NeuralNetwork().parameters(), 0.1)
+
+
+def test_a_reused_shuffle_buffer_trains_exactly_like_a_fresh_copy_per_epoch(split):
+    buffer = shuffle_buffer(split.train)
+    with_buffer, losses_a = _trained(split, epochs=2, seed=5, buffer=buffer)
+    without, losses_b = _trained(split, epochs=2, seed=5)
+    assert losses_a == losses_b
+    for a, b in zip(with_buffer.parameters(), without.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # The buffer really holds the last epoch's shuffled order of the same samples.
+    assert not torch.equal(buffer.labels, split.train.labels)
+    assert torch.equal(buffer.labels.sort().values, split.train.labels.sort().values)
+
+
+def test_bf16_autocast_learns_the_synthetic_classes_and_keeps_float32_weights(split):
+    model, losses = _trained(split, epochs=3, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert losses[-1] < losses[0]
+    loss, accuracy = evaluate(model, split.val, precision="bf16")
+    assert accuracy > 0.9 and math.isfinite(loss)
+    # bf16 rounds the products, so the run differs from float32 but only slightly.
+    fp32, _ = _trained(split, epochs=3)
+    assert evaluate(fp32, split.val)[1] == pytest.approx(accuracy, abs=0.05)
+    pairs = zip(model.parameters(), fp32.parameters(), strict=True)
+    assert not all(torch.equal(a, b) for a, b in pairs)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "float32", ""])
+def test_unknown_precisions_are_refused_by_name(split, precision):
+    assert precision not in PRECISIONS
+    with pytest.raises(ValueError, match="unknown precision"):
+        _trained(split, epochs=1, precision=precision)
+
+
+@pytest.mark.parametrize("name, fused", [("SGD", True), ("Adam", True), ("RMSprop", None)])
+def test_optimizers_use_torchs_fused_kernel_where_one_exists(name, fused):
+    opt = make_optimizer(name, NeuralNetwork().parameters(), 0.01)
+    assert opt.param_groups[0].get("fused") is fused

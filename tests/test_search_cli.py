@@ -46,6 +46,17 @@ def test_search_runs_a_study_that_starts_from_the_tutorial(tmp_path, idx_dir):
     assert "python -m tuning.export" in out
 
 
+def test_bf16_precision_is_used_and_recorded_on_every_trial(tmp_path, idx_dir):
+    result = _search(tmp_path, idx_dir, "--n-trials", "2", "--epochs", "1", "--precision",
+                     "bf16")
+    assert result.returncode == 0, result.stderr
+    assert "precision bf16" in result.stdout
+    trials = _load(tmp_path).get_trials(states=FINISHED)
+    assert [t.user_attrs["precision"] for t in trials] == ["bf16", "bf16"]
+    default = _search(tmp_path, idx_dir, "--n-trials", "1", "--epochs", "1", db="d.db")
+    assert _load(tmp_path, "d.db").trials[0].user_attrs["precision"] == "fp32", default.stderr
+
+
 def test_default_storage_is_a_sqlite_file_under_studies(tmp_path, idx_dir):
     result = run_cli("tuning.search", "--n-trials", "1", "--epochs", "1", "--val-size", "100",
                      "--data-dir", str(idx_dir), cwd=tmp_path)
@@ -139,6 +150,7 @@ def _sha(path: Path) -> str:
         (["--val-size", "0"], "--val-size must be at least 1"),
         (["--timeout", "-5"], "--timeout must be a positive"),
         (["--epochs", "three"], "invalid int value"),
+        (["--precision", "fp16"], "invalid choice: 'fp16'"),
     ],
 )
 def test_bad_input_gets_one_line_and_no_study_file(tmp_path, idx_dir, args, expected):

@@ -62,13 +62,16 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
     }
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so an interrupted export leaves no half file."""
+def _write_atomically(path: Path, text: str | bytes) -> None:
+    """Write via a temporary file and a rename, so an interrupted export leaves no half file.
+
+    ``text`` is written as UTF-8; bytes (weights, pictures) are written as they are.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

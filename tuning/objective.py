@@ -12,7 +12,7 @@ import optuna
 import torch
 
 from model.data import TrainValSplit
-from model.loops import evaluate, make_optimizer, train_epoch
+from model.loops import evaluate, make_optimizer, shuffle_buffer, train_epoch
 from model.network import NeuralNetwork
 from tuning.space import Hyperparameters, suggest
 
@@ -55,18 +55,24 @@ class Objective:
         seed: int,
         device: torch.device,
         on_epoch: Callable[[EpochReport], None] | None = None,
+        precision: str = "fp32",
     ) -> None:
+        # On an accelerator the data moves there once and stays for the whole study.
         self.train = data.train.to(device)
         self.val = data.val.to(device)
+        self.buffer = shuffle_buffer(self.train)  # reused by every epoch of every trial
         self.epochs = epochs
         self.seed = seed
         self.device = device
         self.on_epoch = on_epoch
+        self.precision = precision
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial)
-        seed = trial_seed(self.seed, trial.number)
+        # A trial queued again after its worker died carries its seed: it replays that run.
+        seed = trial.user_attrs.get("seed", trial_seed(self.seed, trial.number))
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr("precision", self.precision)
         torch.manual_seed(seed)
         model = NeuralNetwork().to(self.device)
         optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
@@ -75,8 +81,11 @@ class Objective:
         best = 0.0
         for epoch in range(1, self.epochs + 1):
             start = time.perf_counter()
-            train_loss = train_epoch(model, optimizer, self.train, params.batch_size, shuffle)
-            val_loss, val_accuracy = evaluate(model, self.val)
+            train_loss = train_epoch(
+                model, optimizer, self.train, params.batch_size, shuffle,
+                precision=self.precision, buffer=self.buffer,
+            )
+            val_loss, val_accuracy = evaluate(model, self.val, precision=self.precision)
             seconds = time.perf_counter() - start
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 # A diverged run teaches the sampler nothing more; stop it, say why, go on.

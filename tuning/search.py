@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -11,26 +12,29 @@ from pathlib import Path
 
 import optuna
 import torch
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from model.data import DEFAULT_DATA_DIR, DataError, load_split, locate, split_train_val
+from model.loops import PRECISIONS
 from tuning.cli import Parser, add_study_arguments, fail, quiet_optuna, resolve_device
 from tuning.objective import DIVERGED, EpochReport, Objective
 from tuning.study import (
     DEFAULT_STUDY_NAME,
-    FINISHED,
+    HEARTBEAT_S,
     PRUNERS,
     SAMPLERS,
     StudyError,
     check_storage,
+    check_writable,
     count_finished,
     count_states,
     create_or_resume,
     default_storage,
+    heartbeat_of,
     is_baseline,
     open_storage,
 )
+from tuning.workers import WORKER_FLAG, WorkerExit, run_trials, supervise, threads_per_worker
 
 PROG = "python -m tuning.search"
 EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
@@ -52,6 +56,10 @@ class SearchSettings:
     device: str = "auto"
     val_size: int = 10_000  # taken from the 60,000 training images
     split_seed: int = 0  # fixes which images are validation, the same for every study
+    precision: str = "fp32"  # see README "Performance": bf16 is slower on CPUs without bf16
+    workers: int = 1  # processes on this machine sharing the study; they split the CPU threads
+    heartbeat: int = HEARTBEAT_S  # seconds between a running trial's heartbeats (databases)
+    worker: int = 0  # set by --workers in each worker it starts (1..N); 0: not a worker
 
     @property
     def storage_url(self) -> str:
@@ -67,8 +75,18 @@ class SearchSettings:
             raise ValueError(f"--n-trials must be at least 1, but got {self.n_trials}.")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"--precision must be one of {', '.join(PRECISIONS)}, but got {self.precision!r}."
+            )
         if self.val_size < 1:
             raise ValueError(f"--val-size must be at least 1, but got {self.val_size}.")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, but got {self.workers}.")
+        if self.heartbeat < 1:
+            raise ValueError(
+                f"--heartbeat must be at least 1 second, but got {self.heartbeat}."
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where to train; auto picks cuda, then mps, then cpu")
     parser.add_argument("--val-size", type=int, default=d.val_size,
                         help="training images held out for validation")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=d.precision,
+        help="arithmetic of the forward pass: fp32, or bf16 autocast (weights stay float32; "
+        "faster only where the CPU or GPU has native bf16, see README 'Performance')",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=d.workers,
+        help="worker processes on this machine, sharing the study and the CPU threads; "
+        "together they stop at --n-trials",
+    )
+    parser.add_argument(
+        "--heartbeat", type=int, default=d.heartbeat,
+        help="seconds between heartbeats of a running trial on a database storage; a trial "
+        "whose worker died is marked failed after 3 missed heartbeats and run again",
+    )
+    parser.add_argument(WORKER_FLAG, type=int, default=d.worker, help=argparse.SUPPRESS)
     return parser
 
 
@@ -120,6 +154,8 @@ def parse_settings(argv: Sequence[str] | None) -> SearchSettings:
         study_name=args.study_name, storage=args.storage, n_trials=args.n_trials,
         timeout=args.timeout, epochs=args.epochs, sampler=args.sampler, pruner=args.pruner,
         seed=args.seed, data_dir=args.data_dir, device=args.device, val_size=args.val_size,
+        workers=args.workers, heartbeat=args.heartbeat, worker=args.worker,
+        precision=args.precision,
     )
 
 
@@ -192,18 +228,56 @@ def _summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
     return "\n".join(lines)
 
 
+def _interrupted(study: optuna.Study, settings: SearchSettings) -> int:
+    print(
+        f"\nInterrupted. {count_finished(study)} of {settings.n_trials} trials are "
+        f"finished and saved in {settings.storage_url}; the interrupted "
+        f"{'ones are' if settings.workers > 1 else 'one is'} marked failed. Run the same "
+        "command again to finish the rest.",
+        file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
+
+
+def _run_workers(settings: SearchSettings, argv: Sequence[str] | None, study: optuna.Study) -> int:
+    """Run --workers copies of this command on the study, wait for them, say how it ended."""
+    command = [sys.executable, "-m", "tuning.search", *(sys.argv[1:] if argv is None else argv)]
+
+    def warn(worker: WorkerExit) -> None:
+        print(f"{PROG}: warning: {worker.describe()}.", file=sys.stderr, flush=True)
+
+    run = supervise(command, settings.workers, on_exit=warn)
+    if run.interrupted:
+        return _interrupted(study, settings)
+    finished = count_finished(study)
+    if finished < settings.n_trials:
+        failed = "; ".join(w.describe() for w in run.failed) or "no worker failed"
+        return fail(
+            PROG,
+            f"the workers stopped with {finished} of {settings.n_trials} trials finished "
+            f"({failed}); their output above says why. Run the same command again to finish "
+            "the rest.",
+            status=1,
+        )
+    print(_summary(study, settings.storage_url, settings.study_name))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the search; return the process exit status."""
     settings = parse_settings(argv)
     quiet_optuna()  # our own lines report each trial
+    if settings.worker:  # before torch starts its thread pool
+        torch.set_num_threads(threads_per_worker(settings.workers))
     try:
         settings.check()
         device = resolve_device(settings.device)
         check_storage(settings.storage_url)
+        check_writable(settings.storage_url)  # a read-only or full disk fails before training
         # Data first: a bad data folder must fail before any study file is created.
         source = locate(settings.data_dir)
         data = split_train_val(load_split(source, "train"), settings.val_size, settings.split_seed)
-        storage = open_storage(settings.storage_url)
+        storage = open_storage(settings.storage_url, heartbeat=settings.heartbeat)
         study, resumed = create_or_resume(
             storage, settings.study_name, sampler_name=settings.sampler,
             pruner_name=settings.pruner, seed=settings.seed,
@@ -212,45 +286,57 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "train_size": len(data.train), "split_seed": settings.split_seed,
                 "seed": settings.seed,
             },
+            worker=settings.worker,
         )
     except (ValueError, DataError, StudyError) as exc:
         return fail(PROG, str(exc))
 
     finished = count_finished(study)
     remaining = settings.n_trials - finished
-    print(
-        f"Study {settings.study_name!r} in {settings.storage_url} "
-        f"({'resumed' if resumed else 'new'}): {finished} of {settings.n_trials} trials finished."
-    )
-    print(
-        f"Data: {len(data.train)} train / {len(data.val)} validation images from "
-        f"{source.folder} ({source.how}); device {device}, torch threads "
-        f"{torch.get_num_threads()}; {settings.epochs} epochs per trial, sampler "
-        f"{settings.sampler}, pruner {settings.pruner}, seed {settings.seed}.",
-        flush=True,
-    )
+    threads = f"torch threads {torch.get_num_threads()}"
+    if settings.workers > 1 and not settings.worker:
+        per_worker = threads_per_worker(settings.workers)
+        threads = f"{settings.workers} workers x {per_worker} torch threads"
+    if settings.worker:
+        print(f"worker {settings.worker} of {settings.workers}: pid {os.getpid()}, {threads}.",
+              flush=True)
+    else:
+        print(
+            f"Study {settings.study_name!r} in {settings.storage_url} "
+            f"({'resumed' if resumed else 'new'}): {finished} of {settings.n_trials} trials "
+            "finished."
+        )
+        print(
+            f"Data: {len(data.train)} train / {len(data.val)} validation images from "
+            f"{source.folder} ({source.how}); device {device}, {threads}, "
+            f"precision {settings.precision}; "
+            f"{settings.epochs} epochs per trial, sampler "
+            f"{settings.sampler}, pruner {settings.pruner}, seed {settings.seed}.",
+            flush=True,
+        )
+    if remaining > 0 and settings.workers > 1 and not settings.worker:
+        del data  # each worker loads its own copy
+        return _run_workers(settings, argv, study)
     if remaining > 0:
         progress = Progress(settings.n_trials, live=sys.stderr.isatty())
-        objective = Objective(data, settings.epochs, settings.seed, device, progress.epoch)
+        objective = Objective(data, settings.epochs, settings.seed, device, progress.epoch,
+                              precision=settings.precision)
         try:
-            study.optimize(
-                objective,
-                n_trials=remaining,
-                timeout=settings.timeout,
-                callbacks=[MaxTrialsCallback(settings.n_trials, states=FINISHED), progress.trial],
+            run_trials(
+                study, objective, settings.n_trials, storage_url=settings.storage_url,
+                heartbeat=heartbeat_of(storage), timeout=settings.timeout,
+                callbacks=[progress.trial],
             )
         except KeyboardInterrupt:
-            print(
-                f"\nInterrupted. {count_finished(study)} of {settings.n_trials} trials are "
-                f"finished and saved in {settings.storage_url}; the interrupted one is marked "
-                "failed. Run the same command again to finish the rest.",
-                file=sys.stderr,
-            )
-            return EXIT_INTERRUPTED
+            if settings.worker:
+                return EXIT_INTERRUPTED  # the process that started it reports
+            return _interrupted(study, settings)
         except Exception as exc:  # a trial failed for a reason other than divergence
             return fail(PROG, f"a trial failed and the search stopped: {exc!r}", status=1)
-    else:
+    elif not settings.worker:
         print("The study already reached its target; raise --n-trials to run more.")
+    if settings.worker:
+        return 0  # the process that started it prints the summary
     print(_summary(study, settings.storage_url, settings.study_name))
     return 0
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import socket
 import sqlite3
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -28,6 +37,11 @@ MEDIAN_STARTUP_TRIALS = 5  # trials that finish unpruned before the median prune
 MEDIAN_WARMUP_EPOCHS = 0  # a trial may be pruned from its first reported epoch on
 HALVING_REDUCTION = 3  # successive halving / hyperband keep about a third at each rung
 SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite lock instead of failing at once
+HEARTBEAT_S = 10  # default --heartbeat: a running trial records that it is alive this often
+GRACE_HEARTBEATS = 3  # silent for this many heartbeats: its worker is dead, fail and retry it
+MAX_RETRIES = 2  # a trial whose worker died this often is left failed: it may be the cause
+JOURNAL_SUFFIX = ".log"  # a --storage path ending so is an Optuna journal file
+MIN_FREE_BYTES = 16 * 2**20  # a study database of thousands of trials stays well below this
 
 # Study user attributes that fix what a trial's value means; a resume must match them.
 BINDING_ATTRS = ("epochs", "val_size", "split_seed")
@@ -41,7 +55,9 @@ _DRIVER_PACKAGES = {
     "mysqlconnector": "mysql-connector-python",
 }
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_URL_EXAMPLES = "sqlite:///studies/NAME.db or postgresql+psycopg://USER@HOST/DB"
+_URL_EXAMPLES = (
+    "sqlite:///studies/NAME.db, postgresql+psycopg://USER@HOST/DB or studies/NAME.log (journal)"
+)
 
 
 class StudyError(Exception):
@@ -70,8 +86,17 @@ def _parse(url: str) -> URL:
     return parsed
 
 
+def journal_path(url: str) -> Path | None:
+    """The file of a journal storage (a plain path ending in .log), or None for a database URL."""
+    if "://" in url or not url.endswith(JOURNAL_SUFFIX):
+        return None
+    return Path(url)
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL, or None for other databases."""
+    if journal_path(url) is not None:
+        return None
     parsed = _parse(url)
     if parsed.get_backend_name() != "sqlite":
         return None
@@ -87,9 +112,12 @@ def check_storage(url: str, *, must_exist: bool = False) -> None:
     """Validate a storage URL without creating or changing anything.
 
     Raises:
-        StudyError: the URL is malformed or of an unknown scheme, or its SQLite file is
-            something else than an Optuna database (or is missing, with ``must_exist``).
+        StudyError: the URL is malformed or of an unknown scheme, or its SQLite or journal
+            file is something else than an Optuna study (or is missing, with ``must_exist``).
     """
+    if journal_path(url) is not None:
+        _check_journal(journal_path(url), must_exist)
+        return
     path = sqlite_path(url)
     if path is None:
         return
@@ -123,19 +151,119 @@ def check_storage(url: str, *, must_exist: bool = False) -> None:
         )
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def _check_journal(path: Path, must_exist: bool) -> None:
+    if not path.exists():
+        if must_exist:
+            raise StudyError(
+                f"there is no study journal at {path}; run python -m tuning.search first, "
+                "or pass the --storage it used."
+            )
+        return
+    if not path.is_file():
+        raise StudyError(f"--storage points at {path}, which is not a file.")
+    with path.open("rb") as handle:
+        first = handle.readline()
+    try:
+        ok = not first or isinstance(json.loads(first), dict)
+    except ValueError:  # json's decode error, and bytes that are no text at all
+        ok = False
+    if not ok:
+        raise StudyError(
+            f"{path} exists but is not an Optuna journal; it was left untouched. Pick another "
+            "--storage path or move that file away."
+        )
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file a study lives in (SQLite or journal), or None for a database server."""
+    return journal_path(url) or sqlite_path(url)
+
+
+def check_writable(url: str) -> None:
+    """Make sure the study file can be written and its disk has room, creating nothing.
+
+    Runs before any data is loaded or any trial trains, so a read-only or full disk is one
+    clear error instead of a failure after the first trial.
+
+    Raises:
+        StudyError: the file or its folder cannot be written, or the disk is nearly full.
+    """
+    path = storage_file(url)
+    if path is None:
+        return  # a database server looks after its own disk
+    folder = path.parent.resolve()
+    while not folder.exists():  # open_storage creates the missing folders later
+        folder = folder.parent
+    if not folder.is_dir():
+        raise StudyError(
+            f"cannot store the study at {path}: {folder} is a file, not a folder; "
+            "pick another --storage path."
+        )
+    try:
+        # A real write, not os.access: root passes access checks on read-only mounts too.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        if path.exists():
+            with path.open("r+b"):
+                pass
+    except OSError as exc:
+        raise StudyError(
+            f"cannot write the study at {path}: {exc.strerror} ({exc.filename or folder}); "
+            "make that folder writable or pick another --storage path."
+        ) from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise StudyError(
+            f"only {free // 1024} KiB free on the disk of {folder}; a study needs at least "
+            f"{MIN_FREE_BYTES // 2**20} MiB. Free some space or pick another --storage path."
+        )
+
+
+def retry_stale_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a trial whose worker died again, with its parameters, seed and baseline mark.
+
+    Optuna calls this once for each trial whose heartbeat went stale, after marking it failed.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
+
+
+def open_storage(url: str, *, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
     """Open (creating if needed) the storage at ``url``; SQLite waits on locks.
+
+    Args:
+        url: a SQLAlchemy database URL, or a path ending in .log for a journal file.
+        heartbeat: on a database, each running trial records a heartbeat every this many
+            seconds; one silent for ``GRACE_HEARTBEATS`` of them is failed and queued again
+            (``retry_stale_trial``). None: no heartbeats. Journal files have none in Optuna 5.
 
     Raises:
         StudyError: the storage cannot be opened (driver missing, server down, ...).
     """
+    journal = journal_path(url)
+    if journal is not None:
+        try:
+            journal.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(journal)))
+        except OSError as exc:
+            raise StudyError(f"cannot open the journal {journal}: {exc.strerror}.") from None
     path = sqlite_path(url)
     engine_kwargs: dict[str, Any] = {}
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    beat: dict[str, Any] = {}
+    if heartbeat is not None:
+        beat = {
+            "heartbeat_interval": heartbeat,
+            "grace_period": GRACE_HEARTBEATS * heartbeat,
+            "heartbeat_stale_trial_callback": retry_stale_trial,
+        }
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        with warnings.catch_warnings():  # heartbeats are "experimental": nothing to act on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
     except ImportError:
         driver = _parse(url).get_driver_name()
         package = _DRIVER_PACKAGES.get(driver, driver)
@@ -148,14 +276,27 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         raise StudyError(f"cannot open --storage {url!r}: {message}") from None
 
 
-def make_sampler(name: str, seed: int, n_trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+def own_stream(worker: int = 0) -> tuple[int, ...]:
+    """Entropy that sets this process's sampler apart from the others working on a study."""
+    host = int.from_bytes(hashlib.sha256(socket.gethostname().encode()).digest()[:4], "big")
+    return (worker, host, os.getpid())
+
+
+def make_sampler(
+    name: str, seed: int, n_trials_so_far: int = 0, stream: tuple[int, ...] = ()
+) -> optuna.samplers.BaseSampler:
     """Sampler by name, seeded.
 
     A resumed run offsets the TPE and random seeds by the trials already in the study, so it
     does not replay the first run's random draws; QMC keeps its seed and continues its
-    sequence, whose position Optuna stores in the study.
+    sequence, whose position Optuna stores in the study. A process that shares the study
+    with others passes a ``stream`` (``own_stream()``) that is mixed into those seeds, else
+    processes started together would all sample the same points.
     """
     run_seed = seed + n_trials_so_far
+    if stream:
+        entropy = np.random.SeedSequence([seed, n_trials_so_far, *stream])
+        run_seed = int(entropy.generate_state(1)[0])
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=run_seed)
     if name == "random":
@@ -206,6 +347,12 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
+def heartbeat_of(storage: optuna.storages.BaseStorage) -> int | None:
+    """The storage's heartbeat interval in seconds, or None where it keeps no heartbeats."""
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return get() if get is not None else None
+
+
 def create_or_resume(
     storage: optuna.storages.BaseStorage,
     study_name: str,
@@ -214,12 +361,20 @@ def create_or_resume(
     pruner_name: str,
     seed: int,
     attrs: Mapping[str, Any],
+    worker: int = 0,
+    queue_baseline: bool = True,
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it if it exists; return it and whether it was resumed.
 
     A new study records ``attrs`` as study user attributes and gets the tutorial's own
     configuration enqueued as its first trial. A resumed study must have been created with the
     same ``BINDING_ATTRS``, else its trials would not be comparable.
+
+    A ``worker`` (from 1) of a parallel run leaves the tutorial's queueing to the process that
+    started it, so the baseline runs once however many workers there are; so does a process
+    that finds the study created by another machine a moment ago (``queue_baseline`` False).
+    Such processes, and any that finds trials of others running, get a sampler stream of
+    their own (``own_stream``).
 
     Raises:
         StudyError: the existing study was created with other binding settings.
@@ -238,17 +393,29 @@ def create_or_resume(
                     "pick another --study-name."
                 )
         trials = study.get_trials(deepcopy=False)
-        study.sampler = make_sampler(sampler_name, seed, len(trials))
+        # Alone on the study, a run is reproducible; beside other workers it never is, and
+        # then it must not draw what they draw.
+        shared = (worker or not queue_baseline
+                  or any(t.state == TrialState.RUNNING for t in trials))
+        stream = own_stream(worker) if shared else ()
+        study.sampler = make_sampler(sampler_name, seed, len(trials), stream)
+        if worker or not queue_baseline:
+            return study, True
         if not any(is_baseline(t) and t.state in _BASELINE_KEPT for t in trials):
             _enqueue_tutorial(study)  # its first run was interrupted: queue it again
         return study, True
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        sampler=make_sampler(sampler_name, seed),
-        pruner=pruner,
-        direction="maximize",
-    )
+    try:
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=storage,
+            sampler=make_sampler(sampler_name, seed),
+            pruner=pruner,
+            direction="maximize",
+        )
+    except optuna.exceptions.DuplicatedStudyError:  # another machine created it just now
+        return create_or_resume(storage, study_name, sampler_name=sampler_name,
+                                pruner_name=pruner_name, seed=seed, attrs=attrs, worker=worker,
+                                queue_baseline=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAME])  # the dashboard's axis label

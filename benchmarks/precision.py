@@ -1,0 +1,112 @@
+"""Does bf16 rank configurations like float32, and is it faster here? The evidence for --precision.
+
+Samples configurations from the search space (Optuna's random sampler, seeded), trains each one
+in float32 and in bf16 autocast from the same seed for the same epochs, back to back, and
+prints both validation accuracies, both times, the Spearman rank correlation of the accuracies
+and the median speedup. bf16 may be the search default only where the correlation is at least
+0.9 and the speedup is real on the hardware at hand (README "Performance").
+
+    python -m benchmarks.precision                 # 16 configurations x 1 epoch
+    python -m benchmarks.precision --quick         # 4 configurations x 1 epoch of 10,000 images
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import torch
+from scipy.stats import spearmanr
+
+from model.data import DEFAULT_DATA_DIR, Tensors, TrainValSplit, load_split, locate, split_train_val
+from model.loops import evaluate, make_optimizer, shuffle_buffer, train_epoch
+from model.network import NeuralNetwork
+from tuning.search import SearchSettings
+from tuning.space import Hyperparameters, suggest
+
+RANK_THRESHOLD = 0.9  # the Spearman correlation bf16 must reach to be the search default
+
+
+def sample_configs(n: int, seed: int) -> list[Hyperparameters]:
+    """``n`` points of the search space from a seeded random sampler."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        configs.append(suggest(trial))
+        study.tell(trial, 0.0)
+    return configs
+
+
+def train_once(split: TrainValSplit, params: Hyperparameters, epochs: int, precision: str,
+               seed: int) -> tuple[float, float]:
+    """(validation accuracy after ``epochs``, seconds of training) in ``precision``."""
+    torch.manual_seed(seed)
+    model = NeuralNetwork()
+    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
+    generator = torch.Generator().manual_seed(seed)
+    buffer = shuffle_buffer(split.train)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        train_epoch(model, optimizer, split.train, params.batch_size, generator,
+                    precision=precision, buffer=buffer)
+    seconds = time.perf_counter() - start
+    # Scored in float32 either way: the question is how good the trained weights are.
+    return evaluate(model, split.val)[1], seconds
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.precision",
+        description="Train sampled configurations in fp32 and bf16; print the Spearman rank "
+        "correlation of their validation accuracies and the speedup.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="4 configurations x 1 epoch of 10,000 training images")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="train on only this many of the training images (default: all)")
+    parser.add_argument("--configs", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--val-size", type=int, default=SearchSettings.val_size)
+    args = parser.parse_args(argv)
+    n, epochs = (4, 1) if args.quick else (args.configs, args.epochs)
+    limit = args.train_images or (10_000 if args.quick else None)
+
+    split = split_train_val(load_split(locate(args.data_dir), "train"), args.val_size,
+                            SearchSettings.split_seed)
+    if limit:
+        split = TrainValSplit(Tensors(split.train.images[:limit], split.train.labels[:limit]),
+                              split.val, split.seed)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}; {n} configurations x {epochs} epochs, "
+          f"{len(split.train)} training images", flush=True)
+    rows = []
+    for i, params in enumerate(sample_configs(n, args.seed)):
+        fp32_acc, fp32_s = train_once(split, params, epochs, "fp32", args.seed + i)
+        bf16_acc, bf16_s = train_once(split, params, epochs, "bf16", args.seed + i)
+        rows.append((params, fp32_acc, bf16_acc, fp32_s, bf16_s))
+        print(f"{i:>2} lr={params.lr:.2e} batch={params.batch_size:>3} {params.optimizer:<7} "
+              f"fp32 {fp32_acc:.4f} in {fp32_s:6.1f} s | bf16 {bf16_acc:.4f} in {bf16_s:6.1f} s "
+              f"| bf16 speedup {fp32_s / bf16_s:.2f}x", flush=True)
+    rho = spearmanr([r[1] for r in rows], [r[2] for r in rows]).statistic
+    speedup = statistics.median(r[3] / r[4] for r in rows)
+    gap = statistics.median(abs(r[1] - r[2]) for r in rows)
+    print(f"\nSpearman rank correlation of validation accuracies: {rho:.3f} "
+          f"(threshold {RANK_THRESHOLD})")
+    print(f"median bf16 speedup over fp32: {speedup:.2f}x; median |accuracy gap|: {gap:.4f}")
+    verdict = rho >= RANK_THRESHOLD and speedup > 1.0
+    print("verdict: bf16 " + ("may be the search default here" if verdict else
+                              "stays opt-in here; fp32 remains the default"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,183 @@
+"""python -m tuning.train: retrain the best configuration, score it once on the test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna_dashboard import get_note, save_note
+
+from model.data import CLASSES
+from model.network import NeuralNetwork
+from tests.conftest import N_TEST, N_TRAIN, run_cli, write_fashion_mnist, write_idx
+from tuning.train import NOTE_HEADING, record_on_study
+
+STUDY = "fashion-mnist"
+VAL_SIZE = 100
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> dict:
+    """A finished 3-trial, 2-epoch study on synthetic data, and its exported best config."""
+    tmp = tmp_path_factory.mktemp("searched")
+    idx_dir = write_fashion_mnist(tmp / "fmnist")
+    url = f"sqlite:///{tmp / 's.db'}"
+    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
+                     "--val-size", str(VAL_SIZE), "--n-trials", "3", "--epochs", "2",
+                     "--seed", "3", cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("tuning.export", "--storage", url, "--out", str(tmp), cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    return {"dir": tmp, "url": url, "data": idx_dir, "config": tmp / f"{STUDY}-best.json"}
+
+
+def _train(searched: dict, out: Path, *args: str):
+    return run_cli("tuning.train", "--data-dir", str(searched["data"]), "--out", str(out),
+                   *args, cwd=searched["dir"])
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / f"{STUDY}-test.json").read_text())
+
+
+def test_train_from_an_exported_config_writes_loadable_weights_and_test_metrics(searched,
+                                                                                 tmp_path):
+    result = _train(searched, tmp_path, "--config", str(searched["config"]), "--storage",
+                    searched["url"])
+    assert result.returncode == 0, result.stderr
+    config = json.loads(searched["config"].read_text())
+    metrics = _metrics(tmp_path)
+    # The documented one-call load into model/'s network, weights_only.
+    model = NeuralNetwork()
+    model.load_state_dict(torch.load(tmp_path / f"{STUDY}-model.pt", weights_only=True))
+    assert metrics["trial_number"] == config["trial_number"]
+    assert metrics["params"] == config["params"] and metrics["config"] == config
+    assert metrics["epochs"] == 2 and metrics["seed"] == config["trial_seed"]
+    assert metrics["train_on"] == "train" and metrics["train_size"] == N_TRAIN - VAL_SIZE
+    assert metrics["test_size"] == N_TEST
+    counts = metrics["confusion_matrix"]["counts"]
+    assert metrics["confusion_matrix"]["classes"] == list(CLASSES)
+    assert sum(map(sum, counts)) == N_TEST
+    assert sum(counts[k][k] for k in range(10)) / N_TEST == metrics["test_accuracy"]
+    assert list(metrics["per_class_accuracy"]) == list(CLASSES)
+    assert len(metrics["history"]["train_loss"]) == 2 and metrics["seconds"] > 0
+    # Same seed, data and epochs as the best trial: the retrain replays its validation curve.
+    assert metrics["replays_trial"] is True
+    assert metrics["history"]["val_accuracy"] == config["history"]["val_accuracy"]
+    # What train printed is what the JSON holds.
+    assert f"Test accuracy {metrics['test_accuracy']:.4f}" in result.stdout
+    assert result.stdout.count("epoch ") >= 2  # one progress line per epoch
+    study = optuna.load_study(study_name=STUDY, storage=searched["url"])
+    assert study.user_attrs["test_accuracy"] == metrics["test_accuracy"]
+    assert study.user_attrs["test_trial"] == config["trial_number"]
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in get_note(study)
+
+
+def test_a_rerun_with_the_same_config_and_seed_gives_the_same_test_result(searched, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        result = _train(searched, out, "--storage", searched["url"], "--seed", "7",
+                        "--epochs", "1")
+        assert result.returncode == 0, result.stderr
+    a, b = _metrics(first), _metrics(second)
+    assert (a["test_accuracy"], a["test_loss"]) == (b["test_accuracy"], b["test_loss"])
+    assert a["confusion_matrix"] == b["confusion_matrix"] and a["seed"] == 7
+    weights = [torch.load(out / f"{STUDY}-model.pt", weights_only=True)
+               for out in (first, second)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+    # Another seed starts from other weights.
+    third = tmp_path / "third"
+    result = _train(searched, third, "--storage", searched["url"], "--seed", "8",
+                    "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    other = torch.load(third / f"{STUDY}-model.pt", weights_only=True)
+    assert not torch.equal(other["linear_relu_stack.0.weight"],
+                           weights[0]["linear_relu_stack.0.weight"])
+
+
+def test_train_plus_val_trains_on_every_training_image(searched, tmp_path):
+    result = _train(searched, tmp_path, "--storage", searched["url"], "--train-on",
+                    "train+val", "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    metrics = _metrics(tmp_path)
+    assert metrics["train_on"] == "train+val" and metrics["train_size"] == N_TRAIN
+    assert set(metrics["history"]) == {"train_loss", "epoch_seconds"}  # nothing to validate on
+    assert metrics["replays_trial"] is None
+    assert "val acc" not in result.stdout
+
+
+def test_a_config_without_its_study_database_trains_but_says_it_was_not_recorded(searched,
+                                                                                  tmp_path):
+    result = _train(searched, tmp_path, "--config", str(searched["config"]), "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "not recorded on a study" in result.stdout
+    assert (tmp_path / f"{STUDY}-test.json").is_file()
+
+
+def test_the_test_split_is_read_only_after_training(searched, tmp_path):
+    data = tmp_path / "data"
+    write_fashion_mnist(data)
+    # A test-image file of the wrong shape: training must finish before anything notices.
+    write_idx(data / "t10k-images-idx3-ubyte", torch.zeros(5, 2, 2, dtype=torch.uint8).numpy())
+    result = run_cli("tuning.train", "--data-dir", str(data), "--out", str(tmp_path / "out"),
+                     "--storage", searched["url"], "--epochs", "1", cwd=searched["dir"])
+    assert result.returncode == 1
+    assert "epoch  1/1" in result.stdout  # trained first
+    assert "t10k-images" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "out" / f"{STUDY}-model.pt").is_file()
+    assert not (tmp_path / "out" / f"{STUDY}-test.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--config", "missing.json"), "does not exist"),
+        (("--epochs", "0"), "--epochs must be at least 1, but got 0"),
+        (("--study-name", "other"), "no study 'other'"),
+        (("--config", "{config}", "--study-name", "other"), "does not match the study"),
+        (("--config", "{garbled}"), "is not a best configuration"),
+        (("--config", "{config}", "--storage", "sqlite:///{dir}/nope.db"), "no study database"),
+        (("--train-on", "test"), "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(searched, tmp_path, args, message):
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text(json.dumps({"params": {"lr": 0.1}}))
+    args = tuple(a.format(config=searched["config"], garbled=garbled, dir=searched["dir"])
+                 for a in args)
+    result = _train(searched, tmp_path / "out", "--storage", searched["url"], *args)
+    assert result.returncode == 2
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert not (searched["dir"] / "nope.db").exists()
+
+
+def test_data_of_another_size_than_the_search_used_is_refused(searched, tmp_path):
+    config = json.loads(searched["config"].read_text())
+    config["data_split"]["train_size"] = 999
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(config))
+    result = _train(searched, tmp_path / "out", "--config", str(edited))
+    assert result.returncode == 2
+    assert "searched on 999 training images" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_recording_twice_replaces_its_note_section_and_keeps_the_users_text(tmp_path):
+    study = optuna.create_study(study_name="noted", storage=f"sqlite:///{tmp_path / 'n.db'}",
+                                direction="maximize")
+    save_note(study, "# My notes\n\nKeep this line.\n")
+    base = {"trial_number": 4, "params": {"lr": 0.01, "batch_size": 64, "optimizer": "Adam"},
+            "epochs": 3, "train_size": 500, "train_on": "train", "seed": 1, "test_size": 100,
+            "test_loss": 0.3, "validation_accuracy": 0.9, "finished_at": "now"}
+    record_on_study(study, {**base, "test_accuracy": 0.81})
+    record_on_study(study, {**base, "test_accuracy": 0.83})
+    note = get_note(study)
+    assert note.startswith("# My notes\n\nKeep this line.\n")
+    assert note.count(NOTE_HEADING) == 1
+    assert "test accuracy 0.8300" in note and "0.8100" not in note
+    assert study.user_attrs["test_accuracy"] == 0.83

@@ -1,0 +1,134 @@
+"""--workers N on one machine: one study, one target, readable output; journal files; seeds."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import run_cli
+from tuning.study import StudyError, check_storage, make_sampler
+from tuning.workers import threads_per_worker
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _search(tmp_path, idx_dir, storage: str, *args: str):
+    return run_cli("tuning.search", "--storage", storage, "--data-dir", str(idx_dir),
+                   "--val-size", "100", *args, cwd=tmp_path, timeout=600)
+
+
+def _trials(storage: str, name: str = "fashion-mnist") -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+def test_four_workers_on_sqlite_finish_forty_trials_and_no_more(tmp_path, idx_dir):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    result = _search(tmp_path, idx_dir, storage, "--workers", "4", "--n-trials", "40",
+                     "--epochs", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "locked" not in result.stdout + result.stderr
+    trials = _trials(storage)
+    assert len(trials) == 40 and all(t.state in FINISHED for t in trials)  # none lost, none extra
+    assert sum(t.user_attrs.get("baseline") == "tutorial" for t in trials) == 1
+    sampled = [(t.params["lr"], t.params["batch_size"]) for t in trials
+               if "baseline" not in t.user_attrs]
+    assert len(set(sampled)) == len(sampled)  # each worker draws from its own stream
+    assert len({t.user_attrs["worker"] for t in trials}) == 4
+    out = result.stdout
+    threads = threads_per_worker(4)
+    for k in range(1, 5):
+        assert f"[w{k}] worker {k} of 4: pid" in out and f"torch threads {threads}." in out
+    trial_lines = [line for line in out.splitlines() if " trial " in line and "val acc" in line]
+    assert len(trial_lines) == 40
+    assert all(re.match(r"\[w[1-4]\] \[ *\d+/40\] trial ", line) for line in trial_lines)
+    assert "Trials: " in out and "Best trial" in out  # one summary, from the parent
+    assert out.count("Trials: ") == 1
+
+
+def test_workers_resume_toward_the_same_study_wide_target(tmp_path, idx_dir):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    first = _search(tmp_path, idx_dir, storage, "--workers", "2", "--n-trials", "3",
+                    "--epochs", "1")
+    assert first.returncode == 0, first.stderr
+    again = _search(tmp_path, idx_dir, storage, "--workers", "2", "--n-trials", "5",
+                    "--epochs", "1")
+    assert again.returncode == 0, again.stderr
+    assert "3 of 5 trials finished" in again.stdout
+    trials = _trials(storage)
+    assert len(trials) == 5 and all(t.state in FINISHED for t in trials)
+    done = _search(tmp_path, idx_dir, storage, "--workers", "3", "--n-trials", "5",
+                   "--epochs", "1")
+    assert done.returncode == 0 and "already reached its target" in done.stdout
+    assert "[w1]" not in done.stdout  # no worker started for nothing
+
+
+def test_one_worker_same_seed_same_trials_and_values_with_the_default_sampler(tmp_path, idx_dir):
+    runs = []
+    for db in ("a.db", "b.db"):
+        storage = f"sqlite:///{tmp_path / db}"
+        result = _search(tmp_path, idx_dir, storage, "--workers", "1", "--n-trials", "4",
+                         "--epochs", "2", "--seed", "3")
+        assert result.returncode == 0, result.stderr
+        runs.append([(t.params, t.value, t.state, t.user_attrs["seed"])
+                     for t in _trials(storage)])
+    assert runs[0] == runs[1]
+
+
+def test_worker_streams_differ_and_a_lone_run_keeps_its_seed():
+    def draws(sampler: optuna.samplers.BaseSampler) -> list[float]:
+        study = optuna.create_study(sampler=sampler)
+        return [study.ask().suggest_float("x", 0, 1) for _ in range(3)]
+
+    lone = draws(make_sampler("random", 5, 2))
+    assert lone == draws(optuna.samplers.RandomSampler(seed=7))  # seed + trials so far
+    assert draws(make_sampler("random", 5, 2, (1, 9, 9))) != draws(
+        make_sampler("random", 5, 2, (2, 9, 9)))
+
+
+def test_a_journal_file_holds_a_study_of_several_workers_and_exports(tmp_path, idx_dir):
+    journal = tmp_path / "studies" / "j.log"
+    result = _search(tmp_path, idx_dir, str(journal), "--workers", "2", "--n-trials", "4",
+                     "--epochs", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"optuna-dashboard {journal}" in result.stdout
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = _trials(storage)
+    assert len(trials) == 4 and all(t.state in FINISHED for t in trials)
+    export = run_cli("tuning.export", "--storage", str(journal), "--out", str(tmp_path / "out"),
+                     cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    best = json.loads((tmp_path / "out" / "fashion-mnist-best.json").read_text())
+    assert best["trials"]["complete"] + best["trials"]["pruned"] == 4
+
+
+def test_a_log_file_that_is_not_a_journal_is_left_untouched(tmp_path):
+    path = tmp_path / "server.log"
+    path.write_text("2026-11-24 12:00:00 server started\n")
+    with pytest.raises(StudyError, match="not an Optuna journal"):
+        check_storage(str(path))
+    assert path.read_text() == "2026-11-24 12:00:00 server started\n"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--heartbeat", "0"], "--heartbeat must be at least 1 second"),
+    (["--workers", "two"], "invalid int value"),
+])
+def test_bad_worker_flags_get_one_line_and_no_study_file(tmp_path, idx_dir, args, expected):
+    result = run_cli("tuning.search", "--data-dir", str(idx_dir), *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "studies").exists()
+
+
+def test_help_explains_workers_and_heartbeat_but_not_the_internal_flag(tmp_path):
+    result = run_cli("tuning.search", "--help", cwd=tmp_path)
+    text = " ".join(result.stdout.split())
+    assert "--workers" in text and "--heartbeat" in text and "(default: 10)" in text
+    assert "--worker " not in text

@@ -1,0 +1,332 @@
+"""Parallel workers: trials toward a study-wide target, and N worker processes on one study.
+
+Every process that runs trials (a lone ``python -m tuning.search``, each worker of
+``--workers N``, the same command on other machines) runs them through ``run_trials``: before
+each trial it counts the study's finished and running trials and starts one only while they
+fall short of ``--n-trials``, so any number of processes stop together at the target.
+``supervise`` starts the worker processes of one machine, prefixes their lines with
+``[w1]``, ``[w2]``, ... and passes Ctrl-C on to them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuning.study import FINISHED
+
+WORKER_ATTR = "worker"  # trial user attribute: host:pid of the process that ran the trial
+WORKER_FLAG = "--worker"  # hidden flag: "you are worker k", added to each worker's command line
+POLL_S = 0.2  # how often the supervisor looks at its workers
+INTERRUPT_WAIT_S = 60  # after Ctrl-C, how long workers get to mark their trial failed and exit
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity set where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Torch threads for each of ``workers`` processes: the cores split evenly, at least 1."""
+    return max(1, cpu_cores() // workers)
+
+
+class _StartGate:
+    """A lock shared by every process of this machine that works on one study.
+
+    Held from counting the study's trials until the next trial exists as RUNNING, so two
+    workers never both take the last missing trial. A file lock in the temporary folder:
+    it needs no server, and the operating system frees it when its holder dies.
+    """
+
+    def __init__(self, key: str) -> None:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.path = Path(tempfile.gettempdir()) / f"fashion-tune-{digest}.lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self._handle = self.path.open("a")
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file drops the lock
+            self._handle = None
+
+
+class _DeferredInterrupt:
+    """Lets Ctrl-C stop a trial's training at once, and anything else at the next safe point.
+
+    Inside the objective Optuna catches the KeyboardInterrupt and marks the trial failed.
+    Landing in Optuna's own storage calls (asking for a trial, telling its result) it would
+    leave a trial RUNNING for good, so there it only sets ``pending``, and ``check`` raises
+    once no trial is open.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.in_objective = False
+        self._previous: Callable | int | None = None
+
+    def __enter__(self) -> _DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _raise(self) -> None:
+        if callable(self._previous):
+            self._previous(signal.SIGINT, None)  # e.g. quiet_optuna's: hush, then raise
+        raise KeyboardInterrupt
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self.in_objective:
+            self._raise()
+        self.pending = True
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if Ctrl-C came while it could not be raised."""
+        if self.pending:
+            self.pending = False
+            self._raise()
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the running trials whose worker stopped sending heartbeats; they are queued again.
+
+    Optuna does this itself when a trial starts; doing it before counting trials makes a
+    dead worker's trial count as missing, not as running.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    target: int,
+    *,
+    storage_url: str,
+    heartbeat: int | None,
+    timeout: float | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> None:
+    """Run trials one at a time until ``study`` holds ``target`` finished trials.
+
+    A trial starts only while finished plus running trials fall short of ``target``. When the
+    last missing trials run in other processes, this one waits for them if the storage keeps
+    heartbeats (``heartbeat`` seconds apart): should their worker die, the trial is failed
+    after the grace period and queued again, and this process runs it. Without heartbeats
+    (journal files) it returns instead.
+
+    Args:
+        study: the study, opened on a storage every worker shares.
+        objective: trains one trial and returns its value.
+        target: finished (complete or pruned) trials the study should hold in total.
+        storage_url: where the study lives; with the study name it names the lock that the
+            processes of this machine take turns on to start trials.
+        heartbeat: the storage's heartbeat interval in seconds, or None if it has none.
+        timeout: seconds after which no new trial starts; None: no limit.
+        callbacks: called with each trial this process finished, as in ``study.optimize``.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C; the running trial is marked failed first (by Optuna).
+        Exception: a trial failed with an error; it is marked failed first.
+    """
+    gate = _StartGate(f"{storage_url}|{study.study_name}")
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    interrupt = _DeferredInterrupt()
+
+    def gated(trial: optuna.Trial) -> float:
+        gate.release()  # the trial is RUNNING now: others may count it
+        interrupt.in_objective = True
+        try:
+            interrupt.check()
+            trial.set_user_attr(WORKER_ATTR, worker)
+            return objective(trial)
+        finally:
+            interrupt.in_objective = False
+
+    with interrupt:
+        _loop(study, gated, target, gate, interrupt, heartbeat, timeout, callbacks)
+
+
+def _loop(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], float],
+    target: int,
+    gate: _StartGate,
+    interrupt: _DeferredInterrupt,
+    heartbeat: int | None,
+    timeout: float | None,
+    callbacks: Sequence[Callback],
+) -> None:
+    started = time.monotonic()
+    try:
+        while timeout is None or time.monotonic() - started < timeout:
+            interrupt.check()
+            gate.acquire()
+            if heartbeat is not None:
+                fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+            finished = sum(t.state in FINISHED for t in trials)
+            if finished >= target:
+                return
+            if len(trials) >= target:  # the last missing trials run elsewhere
+                gate.release()
+                if heartbeat is None:
+                    return
+                until = time.monotonic() + heartbeat
+                while time.monotonic() < until:
+                    interrupt.check()
+                    time.sleep(POLL_S)
+                continue
+            try:
+                study.optimize(objective, n_trials=1, callbacks=list(callbacks))
+            finally:
+                gate.release()
+        interrupt.check()
+    finally:
+        gate.release()
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """How one worker process ended."""
+
+    index: int  # 1-based, as in the [w1] prefix
+    pid: int
+    status: int  # its exit status; negative: killed by that signal, as subprocess reports it
+
+    def describe(self) -> str:
+        """E.g. 'worker w2 (pid 4711) was killed by SIGKILL'."""
+        who = f"worker w{self.index} (pid {self.pid})"
+        if self.status < 0:
+            return f"{who} was killed by {signal.Signals(-self.status).name}"
+        return f"{who} exited with status {self.status}"
+
+
+@dataclass
+class Supervision:
+    """What became of the workers of one run."""
+
+    exits: list[WorkerExit] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C reached the supervisor and was passed on
+
+    @property
+    def failed(self) -> list[WorkerExit]:
+        """Workers that ended for another reason than finishing or being interrupted."""
+        ok = (0, 130) if self.interrupted else (0,)
+        return [e for e in self.exits if e.status not in ok]
+
+
+def _relay(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock) -> None:
+    for line in stream:
+        with lock:
+            out.write(f"{prefix}{line}")
+            out.flush()
+
+
+def supervise(
+    command: Sequence[str],
+    workers: int,
+    *,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    on_exit: Callable[[WorkerExit], None] | None = None,
+) -> Supervision:
+    """Run ``workers`` copies of ``command`` plus ``--worker k`` and wait for all of them.
+
+    Each worker's stdout and stderr lines are written to ``out`` and ``err`` (default: this
+    process's) prefixed ``[wk] ``. The workers run in their own process group, so a Ctrl-C
+    at the terminal reaches only this process, which passes SIGINT to each worker once and
+    gives them ``INTERRUPT_WAIT_S`` seconds to mark their trial failed and exit (then kills
+    them). ``on_exit`` is called as soon as a worker ends with a status other than 0.
+
+    Returns:
+        How each worker ended, and whether the run was interrupted.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    lock = threading.Lock()
+    procs: list[subprocess.Popen] = []
+    relays: list[threading.Thread] = []
+    result = Supervision()
+    try:
+        for k in range(1, workers + 1):
+            proc = subprocess.Popen(
+                [*command, WORKER_FLAG, str(k)], stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+            )
+            procs.append(proc)
+            for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
+                relay = threading.Thread(target=_relay, args=(stream, f"[w{k}] ", sink, lock),
+                                         daemon=True)
+                relay.start()
+                relays.append(relay)
+        pending = dict(enumerate(procs, start=1))
+        while pending:
+            for k, proc in list(pending.items()):
+                if proc.poll() is not None:
+                    del pending[k]
+                    result.exits.append(WorkerExit(k, proc.pid, proc.returncode))
+                    if proc.returncode != 0 and on_exit is not None:
+                        on_exit(result.exits[-1])
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits too
+        try:
+            _interrupt(procs, result)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    finally:
+        for proc in procs:  # only reached with live workers if this process itself failed
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for relay in relays:
+            relay.join(timeout=5)
+    result.exits.sort(key=lambda e: e.index)
+    return result
+
+
+def _interrupt(procs: list[subprocess.Popen], result: Supervision) -> None:
+    done = {e.index for e in result.exits}
+    live = [(k, p) for k, p in enumerate(procs, start=1) if k not in done]
+    for _, proc in live:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + INTERRUPT_WAIT_S
+    for k, proc in live:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        result.exits.append(WorkerExit(k, proc.pid, proc.returncode))
