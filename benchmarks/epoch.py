@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks.tutorial import torchvision_root, train_loop, tutorial_dataset
 from model.data import DEFAULT_DATA_DIR, Tensors, load_split, locate
-from model.loops import PRECISIONS, make_optimizer, shuffle_buffer, train_epoch
+from model.loops import PRECISIONS, flush_denormals, make_optimizer, shuffle_buffer, train_epoch
 from model.network import NeuralNetwork
 from tuning.space import BATCH_SIZES, TUTORIAL
 
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    flush_denormals()  # as the search does; the tutorial's SGD meets no denormals either way
     images = args.images or (QUICK_IMAGES if args.quick else FULL_IMAGES)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
     source = locate(args.data_dir)

@@ -23,7 +23,7 @@ import torch
 from scipy.stats import spearmanr
 
 from model.data import DEFAULT_DATA_DIR, Tensors, TrainValSplit, load_split, locate, split_train_val
-from model.loops import evaluate, make_optimizer, shuffle_buffer, train_epoch
+from model.loops import evaluate, flush_denormals, make_optimizer, shuffle_buffer, train_epoch
 from model.network import NeuralNetwork
 from tuning.search import SearchSettings
 from tuning.space import Hyperparameters, suggest
@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--val-size", type=int, default=SearchSettings.val_size)
     args = parser.parse_args(argv)
+    flush_denormals()  # as the search does
     n, epochs = (4, 1) if args.quick else (args.configs, args.epochs)
     limit = args.train_images or (10_000 if args.quick else None)
 

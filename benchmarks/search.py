@@ -11,7 +11,7 @@ the best validation accuracy reached within the budget. The table shows both per
 medians, plus the suite's Optuna + SQLite overhead as a share of trial time and the peak memory
 (max RSS) of each search process.
 
-    python -m benchmarks.search             # 3 seeds x 2 searches x 6 minutes: about 36 minutes
+    python -m benchmarks.search             # 3 seeds x 2 searches x 3 minutes: about 20 minutes
     python -m benchmarks.search --quick     # 3 seeds x 2 searches x 45 seconds
 """
 
@@ -39,7 +39,7 @@ from tuning.objective import HISTORY_KEYS
 from tuning.study import FINISHED
 
 ROOT = Path(__file__).resolve().parents[1]
-FULL_BUDGET_S, QUICK_BUDGET_S = 360.0, 45.0
+FULL_BUDGET_S, QUICK_BUDGET_S = 180.0, 45.0
 DEFAULT_TARGET = 0.88
 STOP_GRACE_S = 60  # after Ctrl-C, wait this long for a clean exit before SIGKILL
 STUDY = "bench"

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 from model.data import Tensors, load_split, locate, split_train_val
 from model.loops import PRECISIONS, evaluate, make_optimizer, shuffle_buffer, train_epoch
 from model.network import NeuralNetwork
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -115,7 +118,26 @@ def test_unknown_precisions_are_refused_by_name(split, precision):
         _trained(split, epochs=1, precision=precision)
 
 
-@pytest.mark.parametrize("name, fused", [("SGD", True), ("Adam", True), ("RMSprop", None)])
-def test_optimizers_use_torchs_fused_kernel_where_one_exists(name, fused):
-    opt = make_optimizer(name, NeuralNetwork().parameters(), 0.01)
-    assert opt.param_groups[0].get("fused") is fused
+@pytest.mark.parametrize("name, fused, foreach", [("SGD", True, None), ("Adam", True, None),
+                                                  ("RMSprop", None, True)])
+def test_optimizers_use_torchs_fused_or_multi_tensor_kernels(name, fused, foreach):
+    group = make_optimizer(name, NeuralNetwork().parameters(), 0.01).param_groups[0]
+    assert group.get("fused") is fused and group.get("foreach") is foreach
+
+
+_DENORMALS = """
+import torch
+from model.loops import flush_denormals
+{call}
+torch.set_num_threads(2)
+tiny = torch.full((1 << 22,), 1e-39)  # denormal in float32; large enough to use both threads
+print(int(((tiny * 3) != 0).sum()))
+"""
+
+
+@pytest.mark.parametrize("call, nonzero", [("flush_denormals()", False), ("", True)])
+def test_flush_denormals_reaches_every_torch_thread(call, nonzero):
+    result = subprocess.run([sys.executable, "-c", _DENORMALS.format(call=call)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (int(result.stdout) > 0) is nonzero

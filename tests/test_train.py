@@ -10,7 +10,8 @@ import pytest
 import torch
 from optuna_dashboard import get_note, save_note
 
-from model.data import CLASSES
+from model.data import CLASSES, load_split, locate, split_train_val
+from model.loops import evaluate
 from model.network import NeuralNetwork
 from tests.conftest import N_TEST, N_TRAIN, run_cli, write_fashion_mnist, write_idx
 from tuning.train import NOTE_HEADING, record_on_study
@@ -107,6 +108,22 @@ def test_train_plus_val_trains_on_every_training_image(searched, tmp_path):
     assert set(metrics["history"]) == {"train_loss", "epoch_seconds"}  # nothing to validate on
     assert metrics["replays_trial"] is None
     assert "val acc" not in result.stdout
+    assert metrics["weights_from_epoch"] == 1  # no validation: the last epoch's weights
+
+
+def test_the_saved_weights_are_those_of_the_best_validation_epoch(searched, tmp_path):
+    result = _train(searched, tmp_path, "--storage", searched["url"], "--epochs", "4",
+                    "--seed", "11")
+    assert result.returncode == 0, result.stderr
+    metrics = _metrics(tmp_path)
+    curve = metrics["history"]["val_accuracy"]
+    assert metrics["weights_from_epoch"] == curve.index(max(curve)) + 1
+    assert f"Kept the weights of epoch {metrics['weights_from_epoch']}" in result.stdout
+    model = NeuralNetwork()
+    model.load_state_dict(torch.load(tmp_path / f"{STUDY}-model.pt", weights_only=True))
+    source = locate(searched["data"], download=False)
+    split = split_train_val(load_split(source, "train"), VAL_SIZE, 0)
+    assert evaluate(model, split.val)[1] == max(curve)
 
 
 def test_a_config_without_its_study_database_trains_but_says_it_was_not_recorded(searched,

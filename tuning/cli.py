@@ -22,6 +22,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except None: those flags say in words what they default to."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def add_study_arguments(parser: argparse.ArgumentParser, default_name: str) -> None:
     """The --study-name and --storage flags every tool that opens a study takes."""
     parser.add_argument("--study-name", default=default_name, help="name of the study")

@@ -11,7 +11,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 from optuna_dashboard import wsgi
 
-from tuning.cli import Parser, add_study_arguments, fail, quiet_optuna
+from tuning.cli import HelpFormatter, Parser, add_study_arguments, fail, quiet_optuna
 from tuning.study import (
     DEFAULT_STUDY_NAME,
     StudyError,
@@ -19,7 +19,6 @@ from tuning.study import (
     default_storage,
     open_storage,
 )
-from tuning.train import HelpFormatter
 
 PROG = "python -m tuning.dashboard"
 HOST = "127.0.0.1"  # this machine only: the dashboard can edit notes and delete studies

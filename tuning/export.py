@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -13,7 +12,14 @@ from typing import Any
 
 import optuna
 
-from tuning.cli import Parser, add_study_arguments, fail, library_versions, quiet_optuna
+from tuning.cli import (
+    HelpFormatter,
+    Parser,
+    add_study_arguments,
+    fail,
+    library_versions,
+    quiet_optuna,
+)
 from tuning.objective import HISTORY_KEYS
 from tuning.study import (
     DEFAULT_STUDY_NAME,
@@ -95,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write a study's best configuration as JSON (parameters, validation "
         "accuracy, trial, epochs, seeds, data split, library versions) and all its trials "
         "as CSV.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_study_arguments(parser, DEFAULT_STUDY_NAME)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,

@@ -30,11 +30,11 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
-from tuning.cli import Parser, add_study_arguments, fail, quiet_optuna
+from tuning.cli import HelpFormatter, Parser, add_study_arguments, fail, quiet_optuna
 from tuning.export import DEFAULT_OUT, _write_atomically, best_config
 from tuning.space import LR_HIGH, LR_LOW
 from tuning.study import DEFAULT_STUDY_NAME, StudyError, default_storage, is_baseline
-from tuning.train import HelpFormatter, load_study, metrics_path
+from tuning.train import load_study, metrics_path
 
 PROG = "python -m tuning.report"
 PLOTTED_PARAMS = ["lr", "batch_size", "optimizer"]  # the slice and parallel-coordinate axes

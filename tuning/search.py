@@ -15,8 +15,15 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from model.data import DEFAULT_DATA_DIR, DataError, load_split, locate, split_train_val
-from model.loops import PRECISIONS
-from tuning.cli import Parser, add_study_arguments, fail, quiet_optuna, resolve_device
+from model.loops import PRECISIONS, flush_denormals
+from tuning.cli import (
+    HelpFormatter,
+    Parser,
+    add_study_arguments,
+    fail,
+    quiet_optuna,
+    resolve_device,
+)
 from tuning.objective import DIVERGED, EpochReport, Objective
 from tuning.study import (
     DEFAULT_STUDY_NAME,
@@ -100,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
             "are pruned) and is stored in the study; the test split is never read. Rerunning "
             "the same command resumes the study."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_study_arguments(parser, d.study_name)
     parser.add_argument(
@@ -110,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fresh batch",
     )
     parser.add_argument("--timeout", type=float, default=d.timeout,
-                        help="stop starting new trials after this many seconds of this run")
+                        help="stop starting new trials after this many seconds of this run "
+                        "(default: no limit)")
     parser.add_argument("--epochs", type=int, default=d.epochs,
                         help="epochs per trial (a pruned trial stops earlier)")
     parser.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
@@ -267,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the search; return the process exit status."""
     settings = parse_settings(argv)
     quiet_optuna()  # our own lines report each trial
+    flush_denormals()  # before torch starts its thread pool, which inherits it
     if settings.worker:  # before torch starts its thread pool
         torch.set_num_threads(threads_per_worker(settings.workers))
     try:

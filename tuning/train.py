@@ -9,6 +9,7 @@ the test metrics as JSON, and records the test accuracy on the study for the das
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import math
@@ -34,9 +35,9 @@ from model.data import (
     locate,
     split_train_val,
 )
-from model.loops import OPTIMIZERS, evaluate, make_optimizer, train_epoch
+from model.loops import OPTIMIZERS, evaluate, flush_denormals, make_optimizer, train_epoch
 from model.network import NeuralNetwork
-from tuning.cli import Parser, fail, library_versions, quiet_optuna, resolve_device
+from tuning.cli import HelpFormatter, Parser, fail, library_versions, quiet_optuna, resolve_device
 from tuning.export import DEFAULT_OUT, _write_atomically, best_config
 from tuning.objective import trial_seed
 from tuning.space import Hyperparameters
@@ -55,13 +56,6 @@ LOAD_CALL = "NeuralNetwork().load_state_dict(torch.load(PATH, weights_only=True)
 TEST_ATTRS = ("test_accuracy", "test_loss", "test_trial", "test_train_on", "test_epochs",
               "test_seed")
 NOTE_HEADING = "## Test split (python -m tuning.train)"  # the study note section this owns
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, except None: those flags say in words what they default to."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
 
 
 @dataclass(frozen=True)
@@ -108,6 +102,7 @@ class Retrained:
     model: NeuralNetwork
     history: dict[str, list[float]]
     seconds: float
+    kept_epoch: int  # the epoch whose weights ``model`` holds
 
 
 def weights_path(out: Path, study_name: str) -> Path:
@@ -202,6 +197,8 @@ def retrain(
 
     The network's weights and the shuffling come from ``seed`` in the same order as in
     ``tuning.objective.Objective``, so the best trial's seed, data and epochs replay that trial.
+    With ``val``, the returned model holds the weights of the epoch with the best validation
+    accuracy (the epoch a trial's value comes from); without it, those of the last epoch.
     """
     train, val = train.to(device), val.to(device) if val is not None else None
     torch.manual_seed(seed)
@@ -211,6 +208,7 @@ def retrain(
     history: dict[str, list[float]] = {"train_loss": [], "epoch_seconds": []}
     if val is not None:
         history |= {"val_loss": [], "val_accuracy": []}
+    best_accuracy, kept_epoch, kept_state = -1.0, epochs, None
     begin = time.perf_counter()
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
@@ -223,13 +221,19 @@ def retrain(
         if val_loss is not None:
             history["val_loss"].append(round(val_loss, 6))
             history["val_accuracy"].append(val_accuracy)
+            if val_accuracy > best_accuracy:
+                best_accuracy, kept_epoch = val_accuracy, epoch
+                kept_state = copy.deepcopy(model.state_dict())
         if on_epoch is not None:
             on_epoch(EpochLine(epoch, epochs, train_loss, val_loss, val_accuracy, seconds))
         if not math.isfinite(train_loss):
             raise ValueError(f"the training loss turned {train_loss} in epoch {epoch} "
                              f"(lr {params.lr:.3g}); this configuration diverges from seed "
                              f"{seed}. Try another --seed.")
-    return Retrained(model, history, time.perf_counter() - begin)
+    seconds = time.perf_counter() - begin
+    if kept_state is not None:
+        model.load_state_dict(kept_state)
+    return Retrained(model, history, seconds, kept_epoch)
 
 
 @torch.inference_mode()
@@ -384,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Retrain, test and save; return the process exit status."""
     settings = parse_settings(argv)
     quiet_optuna()
+    flush_denormals()  # as the search does: before torch starts its thread pool
     try:
         settings.check()
         device = resolve_device(settings.device)
@@ -437,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "train_on": settings.train_on,
             "train_size": len(train),
             "epochs": epochs,
+            "weights_from_epoch": result.kept_epoch,
             "seed": seed,
             "device": str(device),
             "seconds": round(result.seconds, 3),
@@ -461,6 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               + f" trial {config['trial_number']} of the search"
               + ("." if metrics["replays_trial"] else
                  " (another device, precision or library version?)."))
+    if val is not None:
+        print(f"Kept the weights of epoch {result.kept_epoch}, the best on validation "
+              f"({max(result.history['val_accuracy']):.4f}), as a trial's value is its best "
+              "epoch.")
     print(f"Test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
           f"{metrics['test_size']} test images, after {result.seconds:.1f} s of training.")
     print(f"Weights:  {weights}  (load: {LOAD_CALL.replace('PATH', repr(str(weights)))})")
