@@ -3,10 +3,12 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import threading
 
 import optuna
 import pytest
 
+import tuning.study
 from tuning.study import (
     PRUNERS,
     SAMPLERS,
@@ -138,6 +140,66 @@ def test_an_interrupted_tutorial_trial_is_queued_again_on_resume(tmp_path):
                                 attrs=ATTRS)
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.user_attrs.get("baseline") for t in waiting] == ["tutorial"]
+
+
+def _bare_study(storage, name="s"):
+    """A study as its creator leaves it between ``create_study`` and recording its settings."""
+    return optuna.create_study(study_name=name, storage=storage, direction="maximize")
+
+
+def _baselines(study):
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+
+
+def test_a_process_that_loads_the_study_while_another_sets_it_up_queues_no_second_tutorial(
+    tmp_path,
+):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    creating = _bare_study(storage)
+    creator = threading.Timer(1.0, tuning.study._set_up, args=(creating, ATTRS))
+    creator.start()
+    try:
+        study, resumed = create_or_resume(storage, "s", sampler_name="tpe",
+                                          pruner_name="median", seed=0, attrs=ATTRS)
+    finally:
+        creator.join()
+    assert resumed
+    assert len(_baselines(study)) == 1
+
+
+def test_a_process_that_arrives_during_set_up_with_other_epochs_is_still_refused(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    creating = _bare_study(storage)
+    creator = threading.Timer(1.0, tuning.study._set_up, args=(creating, ATTRS))
+    creator.start()
+    try:
+        with pytest.raises(StudyError, match="--epochs 3"):
+            create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
+                             attrs={**ATTRS, "epochs": 5})
+    finally:
+        creator.join()
+
+
+def test_a_study_whose_creator_died_during_set_up_is_set_up_by_the_next_run(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tuning.study, "SETUP_WAIT_S", 0.5)
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    _bare_study(storage)
+    study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
+                                attrs=ATTRS)
+    assert study.user_attrs == ATTRS
+    assert [t.state for t in _baselines(study)] == [optuna.trial.TrialState.WAITING]
+
+
+def test_a_study_with_trials_of_its_own_is_resumed_without_waiting(tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning.study, "SETUP_WAIT_S", 600)
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    foreign = _bare_study(storage)
+    foreign.tell(foreign.ask(), 0.5)
+    study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
+                                      seed=0, attrs=ATTRS)
+    assert resumed and len(study.trials) == 2  # its own trial and the queued tutorial
 
 
 @pytest.mark.parametrize("url, package", [

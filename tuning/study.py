@@ -9,6 +9,7 @@ import shutil
 import socket
 import sqlite3
 import tempfile
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,10 @@ MIN_FREE_BYTES = 16 * 2**20  # a study database of thousands of trials stays wel
 
 # Study user attributes that fix what a trial's value means; a resume must match them.
 BINDING_ATTRS = ("epochs", "val_size", "split_seed")
+# A study found without its binding attributes is being set up by another process right now:
+# wait this long for it to finish (its tutorial trial is queued by then), polling this often.
+SETUP_WAIT_S = 30
+SETUP_POLL_S = 0.2
 
 # SQLAlchemy driver name -> the pip package that provides it.
 _DRIVER_PACKAGES = {
@@ -383,7 +388,11 @@ def create_or_resume(
     pruner = make_pruner(pruner_name, epochs)
     if study_name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
-        stored = study.user_attrs
+        stored = _wait_for_setup(study, attrs)
+        if stored is None:  # its creator died half-way: finish the setup here, as a creator
+            _set_up(study, attrs)
+            stored = study.user_attrs
+            queue_baseline = True
         for key in BINDING_ATTRS:
             if key in stored and key in attrs and stored[key] != attrs[key]:
                 flag = "--" + key.replace("_", "-")
@@ -416,13 +425,45 @@ def create_or_resume(
         return create_or_resume(storage, study_name, sampler_name=sampler_name,
                                 pruner_name=pruner_name, seed=seed, attrs=attrs, worker=worker,
                                 queue_baseline=False)
+    _set_up(study, attrs)
+    return study, False
+
+
+def _set_up(study: optuna.Study, attrs: Mapping[str, Any]) -> None:
+    """Queue the tutorial trial and record ``attrs``, the binding ones last.
+
+    Another process that loads the study meanwhile waits for the binding attributes
+    (``_wait_for_setup``); once it sees them, the tutorial trial is already queued, so it never
+    queues a second one.
+    """
+    if not any(is_baseline(t) for t in study.get_trials(deepcopy=False)):
+        _enqueue_tutorial(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAME])  # the dashboard's axis label
-    for key, value in attrs.items():
+    for key, value in sorted(attrs.items(), key=lambda item: item[0] in BINDING_ATTRS):
         study.set_user_attr(key, value)
-    _enqueue_tutorial(study)
-    return study, False
+
+
+def _wait_for_setup(study: optuna.Study, attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The study's user attributes once its creator has recorded the binding ones.
+
+    Returns None if they are still missing after ``SETUP_WAIT_S`` (the creator died during
+    set-up). A study that already has trials of its own is never waited for: it was made by
+    other means (plain Optuna, say) and is resumed as it is.
+    """
+    wanted = [key for key in BINDING_ATTRS if key in attrs]
+    deadline = time.monotonic() + SETUP_WAIT_S
+    while True:
+        stored = study.user_attrs
+        if all(key in stored for key in wanted):
+            return stored
+        trials = study.get_trials(deepcopy=False)
+        if any(not is_baseline(t) for t in trials):
+            return stored
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(SETUP_POLL_S)
 
 
 def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
