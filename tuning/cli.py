@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from importlib.metadata import version
+from pathlib import Path
 from typing import NoReturn
 
 import optuna
@@ -36,6 +37,22 @@ def add_study_arguments(parser: argparse.ArgumentParser, default_name: str) -> N
         "--storage", default=None,
         help="database URL of the study (default: sqlite:///studies/<study-name>.db)",
     )
+
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # --device choices; auto picks the first available
+
+
+def add_data_and_device_arguments(
+    parser: argparse.ArgumentParser, data_dir: Path, device: str
+) -> None:
+    """The --data-dir and --device flags of every tool that trains."""
+    parser.add_argument(
+        "--data-dir", type=Path, default=data_dir,
+        help="folder with the FashionMNIST IDX files, tried before $FASHION_MNIST_DIR, "
+        "Debian's /usr/share/datasets/fashion-mnist and a torchvision download into it",
+    )
+    parser.add_argument("--device", choices=DEVICES, default=device,
+                        help="where to train; auto picks cuda, then mps, then cpu")
 
 
 def fail(prog: str, message: str, status: int = 2) -> int:
@@ -74,7 +91,7 @@ def resolve_device(name: str) -> torch.device:
         "mps": torch.backends.mps.is_available(),
     }
     if name not in available:
-        raise ValueError(f"--device must be one of auto, cpu, cuda, mps, but got {name!r}.")
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, but got {name!r}.")
     if not available[name]:
         raise ValueError(
             f"--device {name} was asked for, but torch {torch.__version__} sees no {name} "

@@ -40,6 +40,20 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
     return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0])
 
 
+def seeded_start(
+    params: Hyperparameters, seed: int, device: torch.device
+) -> tuple[NeuralNetwork, torch.optim.Optimizer, torch.Generator]:
+    """A fresh network, its optimizer and the shuffling generator, all from ``seed``.
+
+    The one place that fixes the order of the seeded draws: a trial and a retrain of it
+    (``tuning.train``) start from here, so the same seed replays the same run.
+    """
+    torch.manual_seed(seed)
+    model = NeuralNetwork().to(device)
+    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
+    return model, optimizer, torch.Generator().manual_seed(seed)
+
+
 class Objective:
     """Callable objective holding the data, so every trial of a process shares one copy.
 
@@ -73,10 +87,7 @@ class Objective:
         seed = trial.user_attrs.get("seed", trial_seed(self.seed, trial.number))
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("precision", self.precision)
-        torch.manual_seed(seed)
-        model = NeuralNetwork().to(self.device)
-        optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
-        shuffle = torch.Generator().manual_seed(seed)
+        model, optimizer, shuffle = seeded_start(params, seed, self.device)
         history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         best = 0.0
         for epoch in range(1, self.epochs + 1):

@@ -19,6 +19,7 @@ from model.loops import PRECISIONS, flush_denormals
 from tuning.cli import (
     HelpFormatter,
     Parser,
+    add_data_and_device_arguments,
     add_study_arguments,
     fail,
     quiet_optuna,
@@ -128,13 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=d.seed,
                         help="seeds the sampler and each trial's weights and shuffling: same "
                         "seed, same machine, one worker -> same trials and values")
-    parser.add_argument(
-        "--data-dir", type=Path, default=d.data_dir,
-        help="folder with the FashionMNIST IDX files, tried before $FASHION_MNIST_DIR, "
-        "Debian's /usr/share/datasets/fashion-mnist and a torchvision download into it",
-    )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=d.device,
-                        help="where to train; auto picks cuda, then mps, then cpu")
+    add_data_and_device_arguments(parser, d.data_dir, d.device)
     parser.add_argument("--val-size", type=int, default=d.val_size,
                         help="training images held out for validation")
     parser.add_argument(

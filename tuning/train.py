@@ -35,11 +35,19 @@ from model.data import (
     locate,
     split_train_val,
 )
-from model.loops import OPTIMIZERS, evaluate, flush_denormals, make_optimizer, train_epoch
+from model.loops import OPTIMIZERS, evaluate, flush_denormals, train_epoch
 from model.network import NeuralNetwork
-from tuning.cli import HelpFormatter, Parser, fail, library_versions, quiet_optuna, resolve_device
+from tuning.cli import (
+    HelpFormatter,
+    Parser,
+    add_data_and_device_arguments,
+    fail,
+    library_versions,
+    quiet_optuna,
+    resolve_device,
+)
 from tuning.export import DEFAULT_OUT, _write_atomically, best_config
-from tuning.objective import trial_seed
+from tuning.objective import seeded_start, trial_seed
 from tuning.space import Hyperparameters
 from tuning.study import (
     DEFAULT_STUDY_NAME,
@@ -201,10 +209,7 @@ def retrain(
     accuracy (the epoch a trial's value comes from); without it, those of the last epoch.
     """
     train, val = train.to(device), val.to(device) if val is not None else None
-    torch.manual_seed(seed)
-    model = NeuralNetwork().to(device)
-    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
-    shuffle = torch.Generator().manual_seed(seed)
+    model, optimizer, shuffle = seeded_start(params, seed, device)
     history: dict[str, list[float]] = {"train_loss": [], "epoch_seconds": []}
     if val is not None:
         history |= {"val_loss": [], "val_accuracy": []}
@@ -336,11 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "validation images")
     parser.add_argument("--out", type=Path, default=d.out,
                         help="folder for <study>-model.pt and <study>-test.json")
-    parser.add_argument("--data-dir", type=Path, default=d.data_dir,
-                        help="folder with the FashionMNIST IDX files, tried first (as in "
-                        "python -m tuning.search)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=d.device,
-                        help="where to train; auto picks cuda, then mps, then cpu")
+    add_data_and_device_arguments(parser, d.data_dir, d.device)
     return parser
 
 
