@@ -212,3 +212,27 @@ def test_a_missing_database_driver_names_the_package_to_install(url, package, mo
     monkeypatch.setitem(sys.modules, driver, None)  # as if not installed: importing it fails
     with pytest.raises(StudyError, match=rf"pip install '{re.escape(package)}'"):
         open_storage(url)
+
+
+def test_the_search_switches_a_sqlite_study_to_write_ahead_logging_and_resumes_an_old_one(
+    tmp_path,
+):
+    path = tmp_path / "s.db"
+    create_or_resume(open_storage(f"sqlite:///{path}"), "s", sampler_name="tpe",
+                     pruner_name="median", seed=0, attrs=ATTRS)  # as tools before this made it
+
+    def mode():
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            conn.close()
+
+    assert mode() == "delete"
+    storage = open_storage(f"sqlite:///{path}", write_ahead_log=True)
+    study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
+                                      seed=0, attrs=ATTRS)
+    assert resumed and mode() == "wal"
+    study.tell(study.ask(), 0.5)
+    assert [t.state for t in optuna.load_study(study_name="s", storage=f"sqlite:///{path}")
+            .trials] == [optuna.trial.TrialState.COMPLETE]

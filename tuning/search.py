@@ -281,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Data first: a bad data folder must fail before any study file is created.
         source = locate(settings.data_dir)
         data = split_train_val(load_split(source, "train"), settings.val_size, settings.split_seed)
-        storage = open_storage(settings.storage_url, heartbeat=settings.heartbeat)
+        storage = open_storage(settings.storage_url, heartbeat=settings.heartbeat,
+                               write_ahead_log=True)
         study, resumed = create_or_resume(
             storage, settings.study_name, sampler_name=settings.sampler,
             pruner_name=settings.pruner, seed=settings.seed,
