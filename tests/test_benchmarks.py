@@ -47,3 +47,11 @@ def test_search_benchmark_runs_both_searches_and_reads_their_progress(tmp_path, 
     assert (tmp_path / "kept" / "suite-3.db").exists()
     assert "speedup to target" in result.stdout
     assert re.search(r"peak memory \(max RSS\): suite \d+ MB, naive \d+ MB", result.stdout)
+
+
+def test_storage_benchmark_times_both_sqlite_modes_and_prints_the_ratio(tmp_path):
+    result = run_cli("benchmarks.storage", "--rounds", "1", "--epochs", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"rollback journal +\d+\.\d\d ms per epoch", result.stdout)
+    assert re.search(r"write-ahead log +\d+\.\d\d ms per epoch", result.stdout)
+    assert re.search(r"write-ahead log vs rollback journal: \d+\.\d\dx cheaper", result.stdout)
