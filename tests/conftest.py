@@ -68,10 +68,10 @@ def no_system_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def run_cli(
-    module: str, *args: str, cwd: Path, timeout: float = 300
+    module: str, *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m module args`` the way a user would, from ``cwd``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """Run ``python -m module args`` the way a user would, from ``cwd``, with ``env`` added."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,

@@ -233,6 +233,8 @@ def test_the_search_switches_a_sqlite_study_to_write_ahead_logging_and_resumes_a
     study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
                                       seed=0, attrs=ATTRS)
     assert resumed and mode() == "wal"
+    with storage.engine.connect() as conn:  # commits wait for checkpoints, not for the disk
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     study.tell(study.ask(), 0.5)
     assert [t.state for t in optuna.load_study(study_name="s", storage=f"sqlite:///{path}")
             .trials] == [optuna.trial.TrialState.COMPLETE]

@@ -77,6 +77,31 @@ def test_train_from_an_exported_config_writes_loadable_weights_and_test_metrics(
     assert f"test accuracy {metrics['test_accuracy']:.4f}" in get_note(study)
 
 
+def test_the_retrain_uses_the_best_trials_thread_count_so_it_replays_it(tmp_path):
+    # CPU sums depend on how many threads split them: a search worker with 1 thread and a
+    # retrain with torch's default would train two different networks from one seed.
+    idx_dir = write_fashion_mnist(tmp_path / "fmnist")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    one_thread = {"OMP_NUM_THREADS": "1"}
+    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
+                     "--val-size", str(VAL_SIZE), "--n-trials", "2", "--epochs", "2",
+                     cwd=tmp_path, env=one_thread)
+    assert result.returncode == 0, result.stderr
+    trials = optuna.load_study(study_name=STUDY, storage=url).trials
+    assert {t.user_attrs["torch_threads"] for t in trials} == {1}
+    result = run_cli("tuning.train", "--storage", url, "--data-dir", str(idx_dir), "--out",
+                     str(tmp_path), cwd=tmp_path, env={"OMP_NUM_THREADS": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "1 torch thread(s)" in result.stdout
+    metrics = _metrics(tmp_path)
+    assert metrics["torch_threads"] == 1 and metrics["config"]["trial_threads"] == 1
+    assert metrics["replays_trial"] is True
+    result = run_cli("tuning.train", "--storage", url, "--data-dir", str(idx_dir), "--out",
+                     str(tmp_path / "two"), "--threads", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _metrics(tmp_path / "two")["torch_threads"] == 2
+
+
 def test_a_rerun_with_the_same_config_and_seed_gives_the_same_test_result(searched, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     for out in (first, second):

@@ -20,7 +20,7 @@ from tuning.cli import (
     library_versions,
     quiet_optuna,
 )
-from tuning.objective import HISTORY_KEYS
+from tuning.objective import HISTORY_KEYS, THREADS_ATTR
 from tuning.study import (
     DEFAULT_STUDY_NAME,
     StudyError,
@@ -56,6 +56,7 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
         "epochs": attrs.get("epochs"),
         "seed": attrs.get("seed"),
         "trial_seed": best.user_attrs.get("seed"),
+        "trial_threads": best.user_attrs.get(THREADS_ATTR),
         "data_split": {
             "train_size": attrs.get("train_size"),
             "val_size": attrs.get("val_size"),

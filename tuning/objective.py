@@ -18,6 +18,7 @@ from tuning.space import Hyperparameters, suggest
 
 # Per-epoch histories stored as trial user attributes (lists, one entry per epoch).
 HISTORY_KEYS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
+THREADS_ATTR = "torch_threads"  # the trial's torch.get_num_threads(), for a faithful replay
 DIVERGED = "diverged"  # how the pruned_reason of a NaN or infinite run begins
 
 
@@ -87,6 +88,8 @@ class Objective:
         seed = trial.user_attrs.get("seed", trial_seed(self.seed, trial.number))
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("precision", self.precision)
+        # CPU results depend on the thread count (it splits the sums): a replay needs it too.
+        trial.set_user_attr(THREADS_ATTR, torch.get_num_threads())
         model, optimizer, shuffle = seeded_start(params, seed, self.device)
         history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         best = 0.0

@@ -75,6 +75,7 @@ class TrainSettings:
     storage: str | None = None  # None: sqlite:///studies/<study-name>.db
     epochs: int | None = None  # None: the study's epochs per trial
     seed: int | None = None  # None: the best trial's own seed, so the retrain replays it
+    threads: int | None = None  # None: the best trial's torch thread count (CPU), if recorded
     train_on: str = "train"
     out: Path = DEFAULT_OUT
     data_dir: Path = DEFAULT_DATA_DIR
@@ -84,6 +85,8 @@ class TrainSettings:
         """Raise ValueError naming the first flag whose value cannot work."""
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"--epochs must be at least 1, but got {self.epochs}.")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, but got {self.threads}.")
         if self.train_on not in TRAIN_ON:
             raise ValueError(f"--train-on must be one of {', '.join(TRAIN_ON)}, "
                              f"but got {self.train_on!r}.")
@@ -335,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=d.seed,
                         help="seeds the weights and shuffling (default: the best trial's seed, "
                         "which replays that trial with --train-on train)")
+    parser.add_argument("--threads", type=int, default=d.threads,
+                        help="torch threads on the CPU (default: as many as the best trial "
+                        "had, since CPU results depend on it; else torch's default)")
     parser.add_argument("--train-on", choices=TRAIN_ON, default=d.train_on,
                         help="train: the search's training images, exactly (the test number "
                         "then scores the model the search picked); train+val: those plus the "
@@ -349,7 +355,8 @@ def parse_settings(argv: Sequence[str] | None) -> TrainSettings:
     args = build_parser().parse_args(argv)
     return TrainSettings(
         config=args.config, study_name=args.study_name, storage=args.storage,
-        epochs=args.epochs, seed=args.seed, train_on=args.train_on, out=args.out,
+        epochs=args.epochs, seed=args.seed, threads=args.threads, train_on=args.train_on,
+        out=args.out,
         data_dir=args.data_dir, device=args.device,
     )
 
@@ -402,6 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed = int(config["trial_seed"])
         else:  # an export without it: derive it as the search did
             seed = trial_seed(int(config.get("seed") or 0), int(config["trial_number"]))
+        threads = settings.threads or config.get("trial_threads")
+        if threads is not None and device.type == "cpu":
+            torch.set_num_threads(int(threads))
         split = config["data_split"]
         source = locate(settings.data_dir)
         data = split_train_val(load_split(source, "train"), int(split["val_size"]),
@@ -425,7 +435,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Retraining trial {config['trial_number']} of study {config['study_name']!r} "
         f"({_params_text(config['params'])}; validation accuracy "
         f"{config['validation_accuracy']:.4f} in the search): {epochs} epochs "
-        f"on {len(train)} images ({settings.train_on}), seed {seed}, device {device}.",
+        f"on {len(train)} images ({settings.train_on}), seed {seed}, device {device}"
+        + (f", {torch.get_num_threads()} torch thread(s)" if device.type == "cpu" else "")
+        + ".",
         flush=True,
     )
     try:
@@ -446,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "weights_from_epoch": result.kept_epoch,
             "seed": seed,
             "device": str(device),
+            "torch_threads": torch.get_num_threads() if device.type == "cpu" else None,
             "seconds": round(result.seconds, 3),
             "history": result.history,
             "replays_trial": _replays(config, result.history, epochs, seed, settings.train_on),
@@ -467,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               + ("matches" if metrics["replays_trial"] else "differs from")
               + f" trial {config['trial_number']} of the search"
               + ("." if metrics["replays_trial"] else
-                 " (another device, precision or library version?)."))
+                 " (another device, thread count, precision or library version?)."))
     if val is not None:
         print(f"Kept the weights of epoch {result.kept_epoch}, the best on validation "
               f"({max(result.history['val_accuracy']):.4f}), as a trial's value is its best "
