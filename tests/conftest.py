@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -76,3 +78,17 @@ def run_cli(
         [sys.executable, "-m", module, *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def study_content(path: Path) -> str:
+    """A digest of everything a SQLite study file holds, as SQL.
+
+    Not of its bytes: a study the search switched to write-ahead logging may hold commits in
+    ``<file>-wal`` that the next connection to close folds into the file; that changes the
+    bytes, never the content.
+    """
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+    finally:
+        conn.close()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 
 import optuna
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, study_content
 from tuning.export import best_config
 from tuning.study import StudyError
 
@@ -49,6 +51,18 @@ def test_export_writes_the_best_config_and_every_trial(searched):
     assert str(searched / "out" / "fashion-mnist-best.json") in result.stdout
 
 
+def test_exported_files_get_the_permissions_of_a_plain_open_not_owner_only(searched):
+    url = f"sqlite:///{searched / 's.db'}"
+    result = run_cli("tuning.export", "--storage", url, "--out", str(searched / "perm"),
+                     cwd=searched, env={})  # the test process's umask, inherited
+    assert result.returncode == 0, result.stderr
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("fashion-mnist-best.json", "fashion-mnist-trials.csv"):
+        assert stat.S_IMODE((searched / "perm" / name).stat().st_mode) == 0o666 & ~mask
+    assert not list((searched / "perm").glob(".*"))  # no temporary file left behind
+
+
 def test_export_defaults_to_the_studies_folder(searched):
     (searched / "studies").mkdir()
     (searched / "s.db").rename(searched / "studies" / "fashion-mnist.db")
@@ -69,13 +83,13 @@ def test_export_of_a_missing_database_creates_nothing(tmp_path):
 
 def test_export_of_an_unknown_study_name_lists_the_studies_there(searched):
     db = searched / "s.db"
-    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    before = study_content(db)
     result = run_cli("tuning.export", "--storage", f"sqlite:///{db}", "--study-name", "other",
                      cwd=searched)
     assert result.returncode != 0
     assert "no study 'other'" in result.stderr and "fashion-mnist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert study_content(db) == before
 
 
 def test_export_of_a_study_without_completed_trials_is_refused(tmp_path):

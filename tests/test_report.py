@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import run_cli, write_fashion_mnist
-from tuning.report import lr_edge_warning
+from tests.conftest import run_cli, study_content, write_fashion_mnist
+from tuning.report import MAX_LEGEND_TRIALS, _intermediate_values_png, lr_edge_warning
 from tuning.space import LR_HIGH, LR_LOW
 
 STUDY = "fashion-mnist"
@@ -149,7 +148,7 @@ def test_bad_input_is_one_line_and_changes_nothing(searched, tmp_path, args, mes
     other = tmp_path / "other-test.json"
     other.write_text(json.dumps({"study_name": "other", "confusion_matrix": {}}))
     db = searched["dir"] / "s.db"
-    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    before = study_content(db)
     args = tuple(a.format(other=other) for a in args)
     result = run_cli("tuning.report", "--storage", searched["url"], "--out",
                      str(tmp_path / "out"), *args, cwd=searched["dir"])
@@ -157,4 +156,22 @@ def test_bad_input_is_one_line_and_changes_nothing(searched, tmp_path, args, mes
     assert message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
-    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert study_content(db) == before
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("trials, legend", [(3, True), (MAX_LEGEND_TRIALS + 1, False)])
+def test_the_per_epoch_png_drops_its_legend_only_when_there_are_many_trials(
+    tmp_path, trials, legend
+):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", direction="maximize")
+    for number in range(trials):
+        trial = study.ask()
+        for epoch in (1, 2):
+            trial.report(0.5 + number / 100 + epoch / 10, epoch)
+        study.tell(trial, 0.7 + number / 100)
+    ax = _intermediate_values_png(study)
+    try:
+        assert (ax.get_legend() is not None) is legend
+    finally:
+        ax.get_figure().clf()

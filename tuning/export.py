@@ -69,14 +69,16 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
     }
 
 
-def _write_atomically(path: Path, text: str | bytes) -> None:
+def write_atomically(path: Path, text: str | bytes) -> None:
     """Write via a temporary file and a rename, so an interrupted export leaves no half file.
 
-    ``text`` is written as UTF-8; bytes (weights, pictures) are written as they are.
+    ``text`` is written as UTF-8; bytes (weights, pictures) are written as they are. The file
+    gets the permissions a plain ``open`` would give it (the temporary file's are owner-only).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(text.encode("utf-8") if isinstance(text, str) else text)
         os.replace(tmp, path)
@@ -85,13 +87,20 @@ def _write_atomically(path: Path, text: str | bytes) -> None:
         raise
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def export(study: optuna.Study, out: Path) -> tuple[Path, Path]:
     """Write ``<study>-best.json`` and ``<study>-trials.csv`` into ``out``; return both paths."""
     config = best_config(study)
     json_path = out / f"{study.study_name}-best.json"
     csv_path = out / f"{study.study_name}-trials.csv"
-    _write_atomically(json_path, json.dumps(config, indent=2) + "\n")
-    _write_atomically(csv_path, study.trials_dataframe(multi_index=False).to_csv(index=False))
+    write_atomically(json_path, json.dumps(config, indent=2) + "\n")
+    write_atomically(csv_path, study.trials_dataframe(multi_index=False).to_csv(index=False))
     return json_path, csv_path
 
 

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
 from tuning.cli import HelpFormatter, Parser, add_study_arguments, fail, quiet_optuna
-from tuning.export import DEFAULT_OUT, _write_atomically, best_config
+from tuning.export import DEFAULT_OUT, best_config, write_atomically
 from tuning.space import LR_HIGH, LR_LOW
 from tuning.study import DEFAULT_STUDY_NAME, StudyError, default_storage, is_baseline
 from tuning.train import load_study, metrics_path
@@ -42,6 +42,7 @@ PLOTTED_PARAMS = ["lr", "batch_size", "optimizer"]  # the slice and parallel-coo
 # (0.2 decades: a factor of about 1.6, 5% of the four-decade range).
 EDGE_DECADES = 0.2
 PNG_DPI = 150
+MAX_LEGEND_TRIALS = 12  # a per-epoch PNG of more trials than this drops its legend
 
 Plot = Callable[[optuna.Study], Any]
 
@@ -65,12 +66,25 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
 
+def _intermediate_values_png(study: optuna.Study) -> Any:
+    """Optuna's matplotlib per-epoch plot, without its legend of one entry per trial when the
+    study has more than ``MAX_LEGEND_TRIALS``: 60 entries dwarf the plot (the HTML version
+    names a trial on hover)."""
+    ax = mvis.plot_intermediate_values(study)
+    legend = ax.get_legend()
+    trials = len(study.get_trials(deepcopy=False))
+    if legend is not None and trials > MAX_LEGEND_TRIALS:
+        legend.remove()
+        ax.set_title(f"{ax.get_title()} ({trials} trials)")
+    return ax
+
+
 # stem, title, plotly function, matplotlib function: the study's own pictures, in page order.
 STUDY_PLOTS: tuple[tuple[str, str, Plot, Plot], ...] = (
     ("optimization_history", "Optimization history: validation accuracy per trial",
      vis.plot_optimization_history, mvis.plot_optimization_history),
     ("intermediate_values", "Validation accuracy per epoch (pruned trials stop early)",
-     vis.plot_intermediate_values, mvis.plot_intermediate_values),
+     vis.plot_intermediate_values, _intermediate_values_png),
     ("param_importances", "Parameter importances",
      vis.plot_param_importances, mvis.plot_param_importances),
     ("slice", "Validation accuracy against lr, batch size and optimizer",
@@ -146,7 +160,11 @@ def confusion_figures(metrics: dict[str, Any]) -> tuple[go.Figure, Figure]:
 
 def _png_bytes(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=PNG_DPI, bbox_inches="tight")
+    with warnings.catch_warnings():
+        # A figure whose tick labels leave no room for tight_layout keeps its own layout;
+        # bbox_inches="tight" still crops the picture to everything drawn.
+        warnings.filterwarnings("ignore", "Tight layout not applied", UserWarning)
+        figure.savefig(buffer, format="png", dpi=PNG_DPI, bbox_inches="tight")
     return buffer.getvalue()
 
 
@@ -157,9 +175,9 @@ def _figure_of(axes: Any) -> Figure:
 
 
 def _write_picture(out: Path, stem: str, plotly_fig: go.Figure, figure: Figure) -> None:
-    _write_atomically(out / f"{stem}.html",
+    write_atomically(out / f"{stem}.html",
                       plotly_fig.to_html(include_plotlyjs=True, full_html=True))
-    _write_atomically(out / f"{stem}.png", _png_bytes(figure))
+    write_atomically(out / f"{stem}.png", _png_bytes(figure))
 
 
 def _draw(study: optuna.Study, out: Path, stem: str, title: str, plotly_plot: Plot,
@@ -213,7 +231,7 @@ def write_report(study: optuna.Study, out: Path, metrics: dict[str, Any] | None,
         plotly_fig, figure = confusion_figures(metrics)
         _write_picture(out, "confusion_matrix", plotly_fig, figure)
         report.pictures.append(Picture("confusion_matrix", title, written=True))
-    _write_atomically(report.index, index_html(study, config, metrics, report))
+    write_atomically(report.index, index_html(study, config, metrics, report))
     return report
 
 

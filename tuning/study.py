@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import sqlite3
 import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Mapping
 from contextlib import closing
 from pathlib import Path
@@ -22,7 +24,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from tuning.space import TUTORIAL
@@ -289,6 +291,8 @@ def open_storage(
     except Exception as exc:  # SQLAlchemy's errors for unreachable servers and the like
         message = " ".join(str(exc).split())[:300]
         raise StudyError(f"cannot open --storage {url!r}: {message}") from None
+    if path is not None:
+        _close_at_exit(storage.engine)
     if in_wal_mode:
         # In WAL mode, NORMAL syncs at checkpoints instead of at every commit. A killed
         # process still loses nothing committed; only a power cut may drop the last commits.
@@ -296,6 +300,18 @@ def open_storage(
                      lambda conn, _: conn.execute("PRAGMA synchronous=NORMAL"))
         storage.engine.dispose()  # connections opened before the listener: closed, reopened
     return storage
+
+
+def _close_at_exit(engine: Engine) -> None:
+    """Close the engine's pooled SQLite connections when the process exits.
+
+    Interpreter shutdown need not close them, and the last connection to close is what folds a
+    write-ahead log back into the database file and removes it. Without this, a tool that wrote
+    to a WAL-mode study leaves its commits in ``<file>-wal``, and the next reader folds them in:
+    correct, but then a read-only tool changes the file's bytes.
+    """
+    ref = weakref.ref(engine)
+    atexit.register(lambda: (engine := ref()) is not None and engine.dispose())
 
 
 def _use_write_ahead_log(path: Path) -> bool:

@@ -46,7 +46,7 @@ from tuning.cli import (
     quiet_optuna,
     resolve_device,
 )
-from tuning.export import DEFAULT_OUT, _write_atomically, best_config
+from tuning.export import DEFAULT_OUT, best_config, write_atomically
 from tuning.objective import seeded_start, trial_seed
 from tuning.space import Hyperparameters
 from tuning.study import (
@@ -443,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = retrain(params, train, val, epochs, seed, device, _print_epoch)
         weights = weights_path(settings.out, config["study_name"])
-        _write_atomically(weights, state_dict_bytes(result.model))
+        write_atomically(weights, state_dict_bytes(result.model))
         # The test split is read here, after training, and scored exactly once.
         test = load_split(source, "test").to(device)
         metrics = {
@@ -469,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         metrics_file = metrics_path(settings.out, config["study_name"])
-        _write_atomically(metrics_file, json.dumps(metrics, indent=2) + "\n")
+        write_atomically(metrics_file, json.dumps(metrics, indent=2) + "\n")
         if study is not None:
             record_on_study(study, metrics)
     except (ValueError, DataError, OSError) as exc:
