@@ -76,6 +76,9 @@ class Objective:
         self.train = data.train.to(device)
         self.val = data.val.to(device)
         self.buffer = shuffle_buffer(self.train)  # reused by every epoch of every trial
+        # A process's first optimizer imports torch._dynamo (about 1.5 s here): build one now,
+        # at start-up, so that the first trial's time (and its share of overhead) is its own.
+        make_optimizer("SGD", [torch.zeros(1, requires_grad=True)], 0.1)
         self.epochs = epochs
         self.seed = seed
         self.device = device
