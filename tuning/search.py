@@ -152,14 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: Sequence[str] | None) -> SearchSettings:
-    args = build_parser().parse_args(argv)
-    return SearchSettings(
-        study_name=args.study_name, storage=args.storage, n_trials=args.n_trials,
-        timeout=args.timeout, epochs=args.epochs, sampler=args.sampler, pruner=args.pruner,
-        seed=args.seed, data_dir=args.data_dir, device=args.device, val_size=args.val_size,
-        workers=args.workers, heartbeat=args.heartbeat, worker=args.worker,
-        precision=args.precision,
-    )
+    # Every flag's dest is a settings field: a flag cannot be parsed and then dropped.
+    return SearchSettings(**vars(build_parser().parse_args(argv)))
 
 
 def _params_text(params: dict) -> str:

@@ -352,13 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_settings(argv: Sequence[str] | None) -> TrainSettings:
-    args = build_parser().parse_args(argv)
-    return TrainSettings(
-        config=args.config, study_name=args.study_name, storage=args.storage,
-        epochs=args.epochs, seed=args.seed, threads=args.threads, train_on=args.train_on,
-        out=args.out,
-        data_dir=args.data_dir, device=args.device,
-    )
+    # Every flag's dest is a settings field: a flag cannot be parsed and then dropped.
+    return TrainSettings(**vars(build_parser().parse_args(argv)))
 
 
 def _source_config(settings: TrainSettings) -> tuple[dict[str, Any], optuna.Study | None, str]:
