@@ -55,3 +55,55 @@ def test_storage_benchmark_times_both_sqlite_modes_and_prints_the_ratio(tmp_path
     assert re.search(r"rollback journal +\d+\.\d\d ms per epoch", result.stdout)
     assert re.search(r"write-ahead log +\d+\.\d\d ms per epoch", result.stdout)
     assert re.search(r"write-ahead log vs rollback journal: \d+\.\d\dx cheaper", result.stdout)
+
+
+def test_train_on_benchmark_pairs_both_retrains_per_seed_and_gives_a_verdict(tmp_path, idx_dir):
+    result = run_cli("benchmarks.train_on", "--data-dir", str(idx_dir), "--val-size", "100",
+                     "--params", "Adam,1e-3,32", "--params", "SGD,0.05,64", "--seeds", "2",
+                     "--epochs", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = re.findall(r"^\[ ?\d+/8\] config (\d) seed +(\d+) (train\+val|train) +outer val acc "
+                       r"[01]\.\d{4} \(weights of epoch ([12])\)", result.stdout, re.M)
+    assert len(lines) == 8, result.stdout
+    # every (config, seed) ran once per side; train+val keeps its last epoch
+    assert len({(c, s, on) for c, s, on, _ in lines}) == 8
+    assert all(epoch == "2" for _, _, on, epoch in lines if on == "train+val")
+    assert re.search(r"train\+val - train: [+-]\d+\.\d\d points \(standard error \d+\.\d\d, "
+                     r"4 pairs\)", result.stdout)
+    assert re.search(r"verdict: train(\+val is the better| stays the) retrain default",
+                     result.stdout)
+
+
+def test_train_on_benchmark_takes_a_studys_best_configurations(tmp_path, idx_dir):
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    search = run_cli("tuning.search", "--storage", storage, "--data-dir", str(idx_dir),
+                     "--val-size", "100", "--n-trials", "3", "--epochs", "1",
+                     "--pruner", "none", cwd=tmp_path)
+    assert search.returncode == 0, search.stderr
+    result = run_cli("benchmarks.train_on", "--storage", storage, "--data-dir", str(idx_dir),
+                     "--val-size", "100", "--top", "2", "--seeds", "1", "--workers", "2",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 configuration(s) x 1 seed(s)" in result.stdout
+    assert "1 epochs each; 2 process(es) x 1 torch thread(s)" in result.stdout
+    assert len(re.findall(r"^\[ \d/4\] config", result.stdout, re.M)) == 4
+
+
+def test_train_on_benchmark_refuses_a_missing_study_in_one_line(tmp_path):
+    result = run_cli("benchmarks.train_on", "--storage", f"sqlite:///{tmp_path / 'no.db'}",
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "no.db" in result.stderr
+
+
+def test_paired_difference_of_train_on_runs():
+    from benchmarks.train_on import Run, compare
+
+    runs = [Run(0, 1, "train", 0.80, 5, 1.0), Run(0, 1, "train+val", 0.83, 10, 1.0),
+            Run(1, 1, "train", 0.70, 5, 1.0), Run(1, 1, "train+val", 0.71, 10, 1.0),
+            Run(1, 2, "train", 0.60, 5, 1.0)]  # no partner: left out
+    diff, se, pairs = compare(runs)
+    assert pairs == 2
+    assert abs(diff - 0.02) < 1e-12
+    assert abs(se - 0.01) < 1e-12  # stdev(0.03, 0.01) / sqrt(2)

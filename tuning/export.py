@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 
+from tuning import confirm
 from tuning.cli import (
     HelpFormatter,
     Parser,
@@ -21,21 +22,17 @@ from tuning.cli import (
     quiet_optuna,
 )
 from tuning.objective import HISTORY_KEYS, THREADS_ATTR
-from tuning.study import (
-    DEFAULT_STUDY_NAME,
-    StudyError,
-    check_storage,
-    count_states,
-    default_storage,
-    open_storage,
-)
+from tuning.study import DEFAULT_STUDY_NAME, StudyError, count_states, default_storage, load_study
 
 PROG = "python -m tuning.export"
 DEFAULT_OUT = Path("studies")
 
 
 def best_config(study: optuna.Study) -> dict[str, Any]:
-    """The study's best trial and what is needed to reproduce it, as a JSON-ready dict.
+    """The study's chosen trial and what is needed to reproduce it, as a JSON-ready dict.
+
+    The chosen trial is the one ``python -m tuning.confirm`` picked where a finished
+    confirmation covers the study's trials, else the trial with the best value.
 
     Raises:
         StudyError: the study has no completed trial.
@@ -46,13 +43,16 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
             f"study {study.study_name!r} has no completed trial yet; run "
             f"python -m tuning.search --study-name {study.study_name} first."
         )
-    best = study.best_trial
+    confirmed, selected_by = confirm.choice(study)
+    best = confirmed.trial if confirmed is not None else study.best_trial
     attrs = study.user_attrs
     return {
         "study_name": study.study_name,
         "trial_number": best.number,
         "params": best.params,
         "validation_accuracy": best.value,
+        "selected_by": selected_by,
+        "confirmation": confirmed.table if confirmed is not None else None,
         "epochs": attrs.get("epochs"),
         "seed": attrs.get("seed"),
         "trial_seed": best.user_attrs.get("seed"),
@@ -94,14 +94,17 @@ def _umask() -> int:
     return mask
 
 
-def export(study: optuna.Study, out: Path) -> tuple[Path, Path]:
-    """Write ``<study>-best.json`` and ``<study>-trials.csv`` into ``out``; return both paths."""
+def export(study: optuna.Study, out: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """Write ``<study>-best.json`` and ``<study>-trials.csv`` into ``out``.
+
+    Returns both paths and the configuration written.
+    """
     config = best_config(study)
     json_path = out / f"{study.study_name}-best.json"
     csv_path = out / f"{study.study_name}-trials.csv"
     write_atomically(json_path, json.dumps(config, indent=2) + "\n")
     write_atomically(csv_path, study.trials_dataframe(multi_index=False).to_csv(index=False))
-    return json_path, csv_path
+    return json_path, csv_path, config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,19 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = args.storage or default_storage(args.study_name)
     quiet_optuna()
     try:
-        check_storage(url, must_exist=True)
-        storage = open_storage(url)
-        names = optuna.get_all_study_names(storage)
-        if args.study_name not in names:
-            raise StudyError(
-                f"there is no study {args.study_name!r} in {url}; studies there: "
-                f"{', '.join(names) or 'none'}."
-            )
-        study = optuna.load_study(study_name=args.study_name, storage=storage)
-        json_path, csv_path = export(study, args.out)
+        study = load_study(url, args.study_name)
+        json_path, csv_path, config = export(study, args.out)
     except (StudyError, OSError) as exc:
         return fail(PROG, str(exc))
-    print(f"Best configuration: {json_path}")
+    print(f"Best configuration: {json_path}  (trial {config['trial_number']}, "
+          f"{config['selected_by']})")
     print(f"All trials:         {csv_path}")
     return 0
 

@@ -12,7 +12,13 @@ import optuna
 import torch
 
 from model.data import TrainValSplit
-from model.loops import evaluate, make_optimizer, shuffle_buffer, train_epoch
+from model.loops import (
+    evaluate,
+    make_optimizer,
+    shuffle_buffer,
+    train_epoch,
+    warm_up_optimizers,
+)
 from model.network import NeuralNetwork
 from tuning.space import Hyperparameters, suggest
 
@@ -76,9 +82,7 @@ class Objective:
         self.train = data.train.to(device)
         self.val = data.val.to(device)
         self.buffer = shuffle_buffer(self.train)  # reused by every epoch of every trial
-        # A process's first optimizer imports torch._dynamo (about 1.5 s here): build one now,
-        # at start-up, so that the first trial's time (and its share of overhead) is its own.
-        make_optimizer("SGD", [torch.zeros(1, requires_grad=True)], 0.1)
+        warm_up_optimizers()  # the first trial's time (and share of overhead) is its own
         self.epochs = epochs
         self.seed = seed
         self.device = device

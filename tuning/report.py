@@ -33,8 +33,8 @@ from optuna.trial import TrialState
 from tuning.cli import HelpFormatter, Parser, add_study_arguments, fail, quiet_optuna
 from tuning.export import DEFAULT_OUT, best_config, write_atomically
 from tuning.space import LR_HIGH, LR_LOW
-from tuning.study import DEFAULT_STUDY_NAME, StudyError, default_storage, is_baseline
-from tuning.train import load_study, metrics_path
+from tuning.study import DEFAULT_STUDY_NAME, StudyError, default_storage, is_baseline, load_study
+from tuning.train import metrics_path
 
 PROG = "python -m tuning.report"
 PLOTTED_PARAMS = ["lr", "batch_size", "optimizer"]  # the slice and parallel-coordinate axes
@@ -249,10 +249,11 @@ def index_html(study: optuna.Study, config: dict[str, Any], metrics: dict[str, A
         ("Trials", f"{counts['complete']} complete, {counts['pruned']} pruned, "
                    f"{counts['fail']} failed"),
         ("Epochs per trial", config["epochs"]),
-        ("Best trial", f"{config['trial_number']}: " + ", ".join(
+        ("Chosen trial", f"{config['trial_number']}: " + ", ".join(
             f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
             for key, value in params.items())),
-        ("Validation accuracy (best trial)", f"{config['validation_accuracy']:.4f}"),
+        ("Chosen by", config.get("selected_by") or "the best value"),
+        ("Validation accuracy (chosen trial)", f"{config['validation_accuracy']:.4f}"),
     ]
     baseline = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if is_baseline(t)]

@@ -219,6 +219,8 @@ def _summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
     quoted = shlex.quote(storage_url)
     lines += [
         f"Browse it:  optuna-dashboard {quoted}",
+        f"Confirm it: python -m tuning.confirm --study-name {shlex.quote(study_name)} "
+        f"--storage {quoted}   (the best configurations again, from fresh seeds)",
         f"Export it:  python -m tuning.export --study-name {shlex.quote(study_name)} "
         f"--storage {quoted}",
     ]

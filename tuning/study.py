@@ -228,6 +228,23 @@ def check_writable(url: str) -> None:
         )
 
 
+def load_study(url: str, study_name: str) -> optuna.Study:
+    """Load an existing study without creating anything.
+
+    Raises:
+        StudyError: there is no database at ``url``, or no study of that name in it.
+    """
+    check_storage(url, must_exist=True)
+    storage = open_storage(url)
+    names = optuna.get_all_study_names(storage)
+    if study_name not in names:
+        raise StudyError(
+            f"there is no study {study_name!r} in {url}; studies there: "
+            f"{', '.join(names) or 'none'}."
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
 def retry_stale_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     """Queue a trial whose worker died again, with its parameters, seed and baseline mark.
 

@@ -1,9 +1,15 @@
 """python -m tuning.train: retrain the best configuration, score it once on the test split.
 
 The retrain starts from a fresh network seeded like the search's trial, trains on the search's
-own training images (or on training plus validation images with ``--train-on train+val``) and
-only then reads the 10,000 test images, once. It writes the weights as a ``state_dict`` and
-the test metrics as JSON, and records the test accuracy on the study for the dashboard.
+training and validation images together (the default; ``--train-on train``: on the training
+images alone, which replays the trial) and only then reads the 10,000 test images, once. It
+writes the weights as a ``state_dict`` and the test metrics as JSON, and records the test
+accuracy on the study for the dashboard.
+
+Why train+val by default: ``python -m benchmarks.train_on`` asks the question one level down,
+without the test split (train on 40,000 keeping the best epoch, or on 50,000 keeping the last,
+both scored on the search's 10,000 validation images). On a 60-trial study's three best
+configurations x 3 seeds, the larger set scored 0.48 points higher (standard error 0.15).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from model.data import (
     locate,
     split_train_val,
 )
-from model.loops import OPTIMIZERS, evaluate, flush_denormals, train_epoch
+from model.loops import OPTIMIZERS, evaluate, flush_denormals, train_epoch, warm_up_optimizers
 from model.network import NeuralNetwork
 from tuning.cli import (
     HelpFormatter,
@@ -49,13 +55,7 @@ from tuning.cli import (
 from tuning.export import DEFAULT_OUT, best_config, write_atomically
 from tuning.objective import seeded_start, trial_seed
 from tuning.space import Hyperparameters
-from tuning.study import (
-    DEFAULT_STUDY_NAME,
-    StudyError,
-    check_storage,
-    default_storage,
-    open_storage,
-)
+from tuning.study import DEFAULT_STUDY_NAME, StudyError, default_storage, load_study
 
 PROG = "python -m tuning.train"
 TRAIN_ON = ("train", "train+val")  # the search's training images; or those plus validation
@@ -76,7 +76,7 @@ class TrainSettings:
     epochs: int | None = None  # None: the study's epochs per trial
     seed: int | None = None  # None: the best trial's own seed, so the retrain replays it
     threads: int | None = None  # None: the best trial's torch thread count (CPU), if recorded
-    train_on: str = "train"
+    train_on: str = "train+val"  # see the module docstring: benchmarks.train_on chose it
     out: Path = DEFAULT_OUT
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "auto"
@@ -124,23 +124,6 @@ def weights_path(out: Path, study_name: str) -> Path:
 def metrics_path(out: Path, study_name: str) -> Path:
     """Where the test metrics JSON of ``study_name`` lands."""
     return out / f"{study_name}-test.json"
-
-
-def load_study(url: str, study_name: str) -> optuna.Study:
-    """Load an existing study without creating anything.
-
-    Raises:
-        StudyError: there is no database at ``url``, or no study of that name in it.
-    """
-    check_storage(url, must_exist=True)
-    storage = open_storage(url)
-    names = optuna.get_all_study_names(storage)
-    if study_name not in names:
-        raise StudyError(
-            f"there is no study {study_name!r} in {url}; studies there: "
-            f"{', '.join(names) or 'none'}."
-        )
-    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -342,9 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch threads on the CPU (default: as many as the best trial "
                         "had, since CPU results depend on it; else torch's default)")
     parser.add_argument("--train-on", choices=TRAIN_ON, default=d.train_on,
-                        help="train: the search's training images, exactly (the test number "
-                        "then scores the model the search picked); train+val: those plus the "
-                        "validation images")
+                        help="train+val: the search's training and validation images, last "
+                        "epoch's weights (scored 0.48 points higher on unseen images in "
+                        "python -m benchmarks.train_on); train: the training images alone, "
+                        "best validation epoch's weights, which replays the search's trial")
     parser.add_argument("--out", type=Path, default=d.out,
                         help="folder for <study>-model.pt and <study>-test.json")
     add_data_and_device_arguments(parser, d.data_dir, d.device)
@@ -435,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ".",
         flush=True,
     )
+    warm_up_optimizers()  # so the printed training seconds are the training's own
     try:
         result = retrain(params, train, val, epochs, seed, device, _print_epoch)
         weights = weights_path(settings.out, config["study_name"])

@@ -1,0 +1,218 @@
+"""python -m tuning.confirm: the best configurations trained again from fresh seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from model.data import load_split, locate, split_train_val
+from tests.conftest import ROOT, run_cli, study_content, write_fashion_mnist
+from tuning.confirm import PLAN_ATTR, RUNS_PREFIX, Run, choice, fresh_seed, record_run, train_once
+from tuning.objective import trial_seed
+from tuning.space import Hyperparameters
+
+STUDY = "fashion-mnist"
+VAL_SIZE = 100
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> dict:
+    """A finished 4-trial, 2-epoch study (no pruning) on synthetic data."""
+    tmp = tmp_path_factory.mktemp("confirm")
+    idx_dir = write_fashion_mnist(tmp / "fmnist")
+    url = f"sqlite:///{tmp / 's.db'}"
+    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
+                     "--val-size", str(VAL_SIZE), "--n-trials", "4", "--epochs", "2",
+                     "--pruner", "none", "--seed", "5", cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    return {"dir": tmp, "url": url, "data": idx_dir}
+
+
+def _confirm(searched: dict, *args: str, storage: str | None = None):
+    return run_cli("tuning.confirm", "--storage", storage or searched["url"], "--data-dir",
+                   str(searched["data"]), *args, cwd=searched["dir"])
+
+
+def _copy(searched: dict, tmp_path) -> str:
+    """A copy of the module's study, so a test may change it."""
+    (tmp_path / "s.db").write_bytes((searched["dir"] / "s.db").read_bytes())
+    return f"sqlite:///{tmp_path / 's.db'}"
+
+
+def test_confirm_records_fresh_seed_runs_and_export_takes_the_best_mean(searched, tmp_path):
+    url = _copy(searched, tmp_path)
+    result = _confirm(searched, "--top", "2", "--seeds", "2", storage=url)
+    assert result.returncode == 0, result.stderr
+    assert "4 run(s) to go" in result.stdout
+    # one progress line per run
+    assert len(re.findall(r"^\[ \d/4\] trial .*: last-epoch val acc", result.stdout, re.M)) == 4
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    top2 = sorted(study.get_trials(states=(TrialState.COMPLETE,)),
+                  key=lambda t: (-t.value, t.number))[:2]
+    plan = study.user_attrs[PLAN_ATTR]
+    assert plan["trials"] == [t.number for t in top2] and plan["seeds"] == 2
+    for trial in top2:
+        record = study.user_attrs[f"{RUNS_PREFIX}{trial.number}"]
+        seeds = [r["seed"] for r in record["runs"]]
+        assert sorted(seeds) == sorted(fresh_seed(5, trial.number, k) for k in (1, 2))
+        assert trial_seed(5, trial.number) not in seeds  # never the search's own run
+        assert record["params"] == trial.params and record["search_value"] == trial.value
+    chosen, why = choice(study)
+    assert chosen is not None and why.startswith("confirmed")
+    means = {row["trial"]: row["mean_last_val_accuracy"] for row in chosen.table}
+    assert chosen.trial.number == max(means, key=lambda n: (means[n], -n))
+    assert f"Chosen: trial {chosen.trial.number}" in result.stdout
+
+    out = tmp_path / "out"
+    result = run_cli("tuning.export", "--storage", url, "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / f"{STUDY}-best.json").read_text())
+    assert config["trial_number"] == chosen.trial.number
+    assert config["selected_by"].startswith("confirmed")
+    assert [row["trial"] for row in config["confirmation"]] == [r["trial"] for r in chosen.table]
+
+
+def test_a_confirmation_run_is_the_seeded_run_the_search_would_have_made(searched, tmp_path):
+    url = _copy(searched, tmp_path)
+    result = _confirm(searched, "--top", "1", "--seeds", "1", storage=url)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    best = study.best_trial
+    run = study.user_attrs[f"{RUNS_PREFIX}{best.number}"]["runs"][0]
+    # Trained here with the same seed, split and epochs: the same numbers.
+    split = split_train_val(load_split(locate(searched["data"], download=False), "train"),
+                            VAL_SIZE, 0)
+    last, top = train_once(split, Hyperparameters(**best.params), 2, run["seed"],
+                           torch.device("cpu"))
+    assert (run["last_val_accuracy"], run["best_val_accuracy"]) == (last, top)
+
+
+def test_a_rerun_resumes_and_more_seeds_add_only_the_missing_runs(searched, tmp_path):
+    url = _copy(searched, tmp_path)
+    assert _confirm(searched, "--top", "2", "--seeds", "1", storage=url).returncode == 0
+    before = study_content(tmp_path / "s.db")
+    again = _confirm(searched, "--top", "2", "--seeds", "1", storage=url)
+    assert again.returncode == 0, again.stderr
+    assert "0 run(s) to go" in again.stdout
+    assert study_content(tmp_path / "s.db") == before  # nothing trained, nothing changed
+    more = _confirm(searched, "--top", "2", "--seeds", "2", storage=url)
+    assert more.returncode == 0, more.stderr
+    assert "2 run(s) to go" in more.stdout
+
+
+def _hand_made_study(tmp_path) -> optuna.Study:
+    """Three completed trials told by hand, with the attributes a search sets."""
+    study = optuna.create_study(study_name="hand", storage=f"sqlite:///{tmp_path / 'h.db'}",
+                                direction="maximize")
+    for attr, value in (("epochs", 2), ("val_size", 100), ("split_seed", 0), ("seed", 0)):
+        study.set_user_attr(attr, value)
+    for lr, value in ((1e-3, 0.80), (2e-3, 0.82), (3e-3, 0.81)):
+        study.enqueue_trial({"lr": lr, "batch_size": 32, "optimizer": "Adam"})
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        trial.suggest_categorical("batch_size", (16, 32, 64, 128, 256))
+        trial.suggest_categorical("optimizer", ("SGD", "Adam", "RMSprop"))
+        study.tell(trial, value)
+    return study
+
+
+def _record(study: optuna.Study, number: int, k: int, last: float) -> None:
+    trial = study.trials[number]
+    record_run(study, trial, Run(number, fresh_seed(0, number, k), last, last, 1.0, 1))
+
+
+def test_the_choice_is_the_best_mean_of_fresh_runs_not_the_best_value(tmp_path):
+    study = _hand_made_study(tmp_path)
+    assert choice(study)[0] is None  # no confirmation yet: export takes the best value
+    study.set_user_attr(PLAN_ATTR, {"trials": [1, 2], "seeds": 2, "study_seed": 0,
+                                    "complete_trials": 3})
+    for number, lasts in ((1, (0.79, 0.80)), (2, (0.81, 0.81))):
+        for k, last in enumerate(lasts, start=1):
+            _record(study, number, k, last)
+    chosen, _ = choice(study)
+    assert chosen.trial.number == 2  # trial 1 has the best value, trial 2 the best mean
+    assert chosen.mean_last_val_accuracy == pytest.approx(0.81)
+    assert [row["trial"] for row in chosen.table] == [2, 1]
+
+
+def test_an_unfinished_or_outdated_confirmation_is_not_used(tmp_path):
+    study = _hand_made_study(tmp_path)
+    study.set_user_attr(PLAN_ATTR, {"trials": [1, 2], "seeds": 2, "study_seed": 0,
+                                    "complete_trials": 3})
+    _record(study, 1, 1, 0.9)
+    _record(study, 1, 2, 0.9)
+    _record(study, 2, 1, 0.9)  # trial 2 lacks its second run
+    chosen, why = choice(study)
+    assert chosen is None and "unfinished (trial 2: 1 of 2 runs)" in why
+    _record(study, 2, 2, 0.95)
+    assert choice(study)[0].trial.number == 2
+    study.enqueue_trial({"lr": 4e-3, "batch_size": 32, "optimizer": "Adam"})
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+    study.tell(trial, 0.5)  # a trial the confirmation never saw
+    chosen, why = choice(study)
+    assert chosen is None and "saw 3 completed trials, the study now has 4" in why
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--top", "0"), "--top must be at least 1, but got 0"),
+        (("--seeds", "-1"), "--seeds must be at least 1, but got -1"),
+        (("--study-name", "other"), "no study 'other'"),
+        (("--storage", "sqlite:///{dir}/nope.db"), "no study database"),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(searched, tmp_path, args, message):
+    url = _copy(searched, tmp_path)
+    before = study_content(tmp_path / "s.db")
+    args = tuple(a.format(dir=tmp_path) for a in args)
+    result = run_cli("tuning.confirm", "--storage", url, "--data-dir", str(searched["data"]),
+                     *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert study_content(tmp_path / "s.db") == before
+    assert not (tmp_path / "nope.db").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_keeps_the_finished_runs_and_a_rerun_does_the_rest(tmp_path, workers):
+    idx_dir = write_fashion_mnist(tmp_path / "fmnist")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    # One trial of many epochs, so that each confirmation run lasts a moment.
+    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
+                     "--val-size", str(VAL_SIZE), "--n-trials", "1", "--epochs", "40",
+                     "--pruner", "none", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    command = [sys.executable, "-m", "tuning.confirm", "--storage", url, "--data-dir",
+               str(idx_dir), "--top", "1", "--seeds", "4", "--workers", workers]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in process.stdout:
+        if line.startswith("[ 1/4]"):
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err, err
+    recorded = int(re.search(r"Interrupted: (\d) of 4 runs recorded", out)[1])
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    runs = study.user_attrs[f"{RUNS_PREFIX}{study.best_trial.number}"]["runs"]
+    assert 1 <= recorded == len(runs) < 4
+    assert choice(study)[0] is None  # unfinished: export keeps the best trial by value
+    again = run_cli("tuning.confirm", "--storage", url, "--data-dir", str(idx_dir),
+                    "--top", "1", "--seeds", "4", "--workers", workers, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"{4 - recorded} run(s) to go" in again.stdout
+    assert choice(optuna.load_study(study_name=STUDY, storage=url))[0] is not None
