@@ -1,15 +1,15 @@
 """python -m tuning.confirm: train a study's best configurations again, from fresh seeds.
 
 A trial's value is one seed's best validation accuracy over its epochs, so the best of sixty
-trials is partly luck: the top values of a 60-trial study lie within 0.1-0.2 points of each
-other, below the 0.3-point standard error of 10,000 validation images, and a maximum over ten
-noisy epochs favours noisy configurations. This module trains each of the ``top`` best
-configurations ``seeds`` more times, from seeds the search never used, on the search's own
-split and epochs, and records every run on the study. The configuration with the highest mean
-last-epoch validation accuracy over those fresh runs is then the study's choice for
-``python -m tuning.export`` and ``python -m tuning.train``: the last epoch, because that is the
-epoch the default retrain (train+val) ships, and fresh seeds only, so no run that won the
-search by luck is counted.
+trials is partly luck: the five best values of a 60-trial study lie within 0.1-0.3 points of
+each other, no more than the 0.3-point standard error of 10,000 validation images, and a maximum
+over ten noisy epochs favours noisy configurations. This module trains each of the ``top`` best
+configurations ``seeds`` more times, from seeds the search never used, on the search's own split
+and epochs, and records every run on the study. The configuration with the highest mean last-
+epoch validation accuracy over those fresh runs is then the study's choice for ``python -m
+tuning.export`` and ``python -m tuning.train``: the last epoch, because that is the epoch the
+default retrain (train+val) ships, and fresh seeds only, so no run that won the search by luck
+is counted.
 
 Every finished run is stored at once, as a study user attribute per confirmed trial
 (``confirm_trial_<number>``), so an interrupted confirmation resumes where it stopped.
