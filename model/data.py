@@ -241,6 +241,25 @@ def split_train_val(data: Tensors, val_size: int, seed: int) -> TrainValSplit:
     )
 
 
+def load_searched_split(
+    data_dir: Path | str, val_size: int, split_seed: int, train_size: int | None
+) -> tuple[Source, TrainValSplit]:
+    """The train/validation split a search used, found as ``locate`` finds data.
+
+    Raises:
+        DataError: the data is missing or corrupt, or its split does not hold the
+            ``train_size`` training images the search had (another data folder).
+    """
+    source = locate(data_dir)
+    data = split_train_val(load_split(source, "train"), val_size, split_seed)
+    if train_size not in (None, len(data.train)):
+        raise DataError(
+            f"the study was searched on {train_size} training images, but the data in "
+            f"{source.folder} gives {len(data.train)}; pass the --data-dir the search used."
+        )
+    return source, data
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Say where the FashionMNIST files are found (``python -m model.data``)."""
     parser = argparse.ArgumentParser(

@@ -37,6 +37,7 @@ from model.data import (
     DEFAULT_DATA_DIR,
     DataError,
     TrainValSplit,
+    load_searched_split,
     load_split,
     locate,
     split_train_val,
@@ -288,15 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = load_study(url, settings.study_name)
         chosen, plan = _plan(study, settings)
         attrs = study.user_attrs
-        source = locate(settings.data_dir)
-        data = split_train_val(load_split(source, "train"), int(attrs["val_size"]),
-                               int(attrs["split_seed"]))
-        if attrs.get("train_size") not in (None, len(data.train)):
-            raise DataError(
-                f"study {settings.study_name!r} was searched on {attrs['train_size']} "
-                f"training images, but the data in {source.folder} gives {len(data.train)}; "
-                "pass the --data-dir the search used."
-            )
+        source, data = load_searched_split(settings.data_dir, int(attrs["val_size"]),
+                                           int(attrs["split_seed"]), attrs.get("train_size"))
     except (ValueError, DataError, StudyError) as exc:
         return fail(PROG, str(exc))
 

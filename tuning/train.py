@@ -37,9 +37,8 @@ from model.data import (
     DEFAULT_DATA_DIR,
     DataError,
     Tensors,
+    load_searched_split,
     load_split,
-    locate,
-    split_train_val,
 )
 from model.loops import OPTIMIZERS, evaluate, flush_denormals, train_epoch, warm_up_optimizers
 from model.network import NeuralNetwork
@@ -392,15 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if threads is not None and device.type == "cpu":
             torch.set_num_threads(int(threads))
         split = config["data_split"]
-        source = locate(settings.data_dir)
-        data = split_train_val(load_split(source, "train"), int(split["val_size"]),
-                               int(split["split_seed"]))
-        if split.get("train_size") not in (None, len(data.train)):
-            raise DataError(
-                f"study {config['study_name']!r} was searched on {split['train_size']} "
-                f"training images, but the data in {source.folder} gives {len(data.train)}; "
-                "pass the --data-dir the search used."
-            )
+        source, data = load_searched_split(settings.data_dir, int(split["val_size"]),
+                                           int(split["split_seed"]), split.get("train_size"))
     except (ValueError, DataError, StudyError) as exc:
         return fail(PROG, str(exc))
 
