@@ -35,15 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from optuna.trial import TrialState
 
 from model.data import DEFAULT_DATA_DIR, Tensors, load_split, locate, split_train_val
 from model.loops import OPTIMIZERS, evaluate, flush_denormals
-from tuning.objective import trial_seed
+from tuning.confirm import candidates
+from tuning.objective import retrain, trial_seed
 from tuning.search import SearchSettings
 from tuning.space import Hyperparameters
 from tuning.study import DEFAULT_STUDY_NAME, StudyError, default_storage, load_study
-from tuning.train import TRAIN_ON, retrain
+from tuning.train import TRAIN_ON
 
 INNER_SPLIT_SEED = 1  # the inner 40,000 / 10,000 split; the search's own split uses seed 0
 MARGIN_IN_SE = 2.0  # train+val must beat train by this many standard errors to be the default
@@ -79,14 +79,7 @@ def parse_params(text: str) -> Hyperparameters:
 def top_configs(url: str, study_name: str, k: int) -> tuple[list[Hyperparameters], int | None]:
     """The ``k`` best distinct configurations of a study, and its epochs per trial."""
     study = load_study(url, study_name)
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    configs: list[Hyperparameters] = []
-    for trial in sorted(finished, key=lambda t: t.value, reverse=True):
-        params = Hyperparameters(**trial.params)
-        if params not in configs:
-            configs.append(params)
-        if len(configs) == k:
-            break
+    configs = [Hyperparameters(**trial.params) for trial in candidates(study, k)]
     return configs, study.user_attrs.get("epochs")
 
 

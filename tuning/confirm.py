@@ -42,7 +42,7 @@ from model.data import (
     locate,
     split_train_val,
 )
-from model.loops import evaluate, flush_denormals, shuffle_buffer, train_epoch, warm_up_optimizers
+from model.loops import flush_denormals, warm_up_optimizers
 from tuning.cli import (
     HelpFormatter,
     Parser,
@@ -52,7 +52,7 @@ from tuning.cli import (
     quiet_optuna,
     resolve_device,
 )
-from tuning.objective import seeded_start
+from tuning.objective import Diverged, retrain
 from tuning.space import Hyperparameters
 from tuning.study import DEFAULT_STUDY_NAME, StudyError, default_storage, load_study
 
@@ -182,18 +182,6 @@ def choice(study: optuna.Study) -> tuple[Choice | None, str]:
             f"seeds among the {len(table)} best trials")
 
 
-def train_once(data: TrainValSplit, params: Hyperparameters, epochs: int, seed: int,
-               device: torch.device) -> tuple[float, float]:
-    """(last-epoch, best-epoch) validation accuracy of one seeded run, as a trial trains."""
-    model, optimizer, shuffle = seeded_start(params, seed, device)
-    buffer = shuffle_buffer(data.train)
-    accuracies = []
-    for _ in range(epochs):
-        train_epoch(model, optimizer, data.train, params.batch_size, shuffle, buffer=buffer)
-        accuracies.append(evaluate(model, data.val)[1])
-    return accuracies[-1], max(accuracies)
-
-
 # A worker process's data and device (set once by _start_worker, or by main for one process).
 _WORKER: dict[str, Any] = {}
 
@@ -215,10 +203,15 @@ def _start_worker(data_dir: Path, val_size: int, split_seed: int) -> None:
 
 def _run(task: tuple[int, dict[str, Any], int, int]) -> Run:
     number, params, seed, epochs = task
-    start = time.perf_counter()
-    last, best = train_once(_WORKER["data"], Hyperparameters(**params), epochs, seed,
-                            _WORKER["device"])
-    return Run(number, seed, last, best, time.perf_counter() - start, torch.get_num_threads())
+    data, start = _WORKER["data"], time.perf_counter()
+    try:
+        history = retrain(Hyperparameters(**params), data.train, data.val, epochs, seed,
+                          _WORKER["device"]).history
+    except Diverged as exc:  # a run that diverges scores what its network still scores
+        history = exc.history
+    accuracies = history["val_accuracy"]
+    return Run(number, seed, accuracies[-1], max(accuracies), time.perf_counter() - start,
+               torch.get_num_threads())
 
 
 def run_all(tasks: list[tuple[int, dict[str, Any], int, int]], workers: int,

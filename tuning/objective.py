@@ -1,7 +1,12 @@
-"""The Optuna objective: train the tutorial network with sampled hyperparameters."""
+"""The Optuna objective: train the tutorial network with sampled hyperparameters.
+
+``retrain`` trains a configuration again the way a trial did, for ``tuning.train`` and
+``tuning.confirm``; ``seeded_start`` fixes the seeded draws for both.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -11,7 +16,7 @@ import numpy as np
 import optuna
 import torch
 
-from model.data import TrainValSplit
+from model.data import Tensors, TrainValSplit
 from model.loops import (
     evaluate,
     make_optimizer,
@@ -133,3 +138,87 @@ class Objective:
                 trial.set_user_attr("pruned_reason", reason)
                 raise optuna.TrialPruned(reason)
         return best
+
+
+class Diverged(ValueError):
+    """A retrain's training loss turned NaN or infinite; ``history`` holds its epochs so far."""
+
+    def __init__(self, message: str, history: dict[str, list[float]]) -> None:
+        super().__init__(message)
+        self.history = history
+
+
+@dataclass(frozen=True)
+class EpochLine:
+    """What one retrain epoch measured; validation numbers are None with train+val."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """The retrained network and its per-epoch history."""
+
+    model: NeuralNetwork
+    history: dict[str, list[float]]
+    seconds: float
+    kept_epoch: int  # the epoch whose weights ``model`` holds
+
+
+def retrain(
+    params: Hyperparameters,
+    train: Tensors,
+    val: Tensors | None,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[EpochLine], None] | None = None,
+) -> Retrained:
+    """Train a fresh network the way a search trial does; score ``val`` after each epoch.
+
+    The network's weights and the shuffling come from ``seed`` in the same order as in
+    ``Objective``, so the best trial's seed, data and epochs replay that trial.
+    With ``val``, the returned model holds the weights of the epoch with the best validation
+    accuracy (the epoch a trial's value comes from); without it, those of the last epoch.
+
+    Raises:
+        Diverged: the training loss turned NaN or infinite (a ``ValueError``).
+    """
+    train, val = train.to(device), val.to(device) if val is not None else None
+    model, optimizer, shuffle = seeded_start(params, seed, device)
+    buffer = shuffle_buffer(train)
+    history: dict[str, list[float]] = {"train_loss": [], "epoch_seconds": []}
+    if val is not None:
+        history |= {"val_loss": [], "val_accuracy": []}
+    best_accuracy, kept_epoch, kept_state = -1.0, epochs, None
+    begin = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        # float32 on purpose: the final model is trained and scored at full precision.
+        train_loss = train_epoch(model, optimizer, train, params.batch_size, shuffle,
+                                 buffer=buffer)
+        val_loss, val_accuracy = evaluate(model, val) if val is not None else (None, None)
+        seconds = time.perf_counter() - start
+        history["train_loss"].append(round(train_loss, 6))
+        history["epoch_seconds"].append(round(seconds, 3))
+        if val_loss is not None:
+            history["val_loss"].append(round(val_loss, 6))
+            history["val_accuracy"].append(val_accuracy)
+            if val_accuracy > best_accuracy:
+                best_accuracy, kept_epoch = val_accuracy, epoch
+                kept_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(EpochLine(epoch, epochs, train_loss, val_loss, val_accuracy, seconds))
+        if not math.isfinite(train_loss):
+            raise Diverged(f"the training loss turned {train_loss} in epoch {epoch} "
+                           f"(lr {params.lr:.3g}); this configuration diverges from seed "
+                           f"{seed}. Try another --seed.", history)
+    seconds = time.perf_counter() - begin
+    if kept_state is not None:
+        model.load_state_dict(kept_state)
+    return Retrained(model, history, seconds, kept_epoch)

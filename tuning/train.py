@@ -15,14 +15,12 @@ configurations x 3 seeds, the larger set scored 0.48 points higher (standard err
 from __future__ import annotations
 
 import argparse
-import copy
 import io
 import json
 import math
 import re
 import shlex
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,8 +38,7 @@ from model.data import (
     load_searched_split,
     load_split,
 )
-from model.loops import OPTIMIZERS, evaluate, flush_denormals, train_epoch, warm_up_optimizers
-from model.network import NeuralNetwork
+from model.loops import OPTIMIZERS, evaluate, flush_denormals, warm_up_optimizers
 from tuning.cli import (
     HelpFormatter,
     Parser,
@@ -52,7 +49,7 @@ from tuning.cli import (
     resolve_device,
 )
 from tuning.export import DEFAULT_OUT, best_config, write_atomically
-from tuning.objective import seeded_start, trial_seed
+from tuning.objective import EpochLine, retrain, trial_seed
 from tuning.space import Hyperparameters
 from tuning.study import DEFAULT_STUDY_NAME, StudyError, default_storage, load_study
 
@@ -91,28 +88,6 @@ class TrainSettings:
                              f"but got {self.train_on!r}.")
         if self.study_name is not None and not self.study_name.strip():
             raise ValueError("--study-name must not be empty.")
-
-
-@dataclass(frozen=True)
-class EpochLine:
-    """What one retrain epoch measured; validation numbers are None with train+val."""
-
-    epoch: int
-    epochs: int
-    train_loss: float
-    val_loss: float | None
-    val_accuracy: float | None
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Retrained:
-    """The retrained network and its per-epoch history."""
-
-    model: NeuralNetwork
-    history: dict[str, list[float]]
-    seconds: float
-    kept_epoch: int  # the epoch whose weights ``model`` holds
 
 
 def weights_path(out: Path, study_name: str) -> Path:
@@ -175,55 +150,6 @@ def hyperparameters(config: dict[str, Any]) -> Hyperparameters:
         raise ValueError(f"the configuration's optimizer {hp.optimizer!r} is not one of "
                          f"{', '.join(OPTIMIZERS)}.")
     return hp
-
-
-def retrain(
-    params: Hyperparameters,
-    train: Tensors,
-    val: Tensors | None,
-    epochs: int,
-    seed: int,
-    device: torch.device,
-    on_epoch: Callable[[EpochLine], None] | None = None,
-) -> Retrained:
-    """Train a fresh network the way a search trial does; score ``val`` after each epoch.
-
-    The network's weights and the shuffling come from ``seed`` in the same order as in
-    ``tuning.objective.Objective``, so the best trial's seed, data and epochs replay that trial.
-    With ``val``, the returned model holds the weights of the epoch with the best validation
-    accuracy (the epoch a trial's value comes from); without it, those of the last epoch.
-    """
-    train, val = train.to(device), val.to(device) if val is not None else None
-    model, optimizer, shuffle = seeded_start(params, seed, device)
-    history: dict[str, list[float]] = {"train_loss": [], "epoch_seconds": []}
-    if val is not None:
-        history |= {"val_loss": [], "val_accuracy": []}
-    best_accuracy, kept_epoch, kept_state = -1.0, epochs, None
-    begin = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        # float32 on purpose: the final model is trained and scored at full precision.
-        train_loss = train_epoch(model, optimizer, train, params.batch_size, shuffle)
-        val_loss, val_accuracy = evaluate(model, val) if val is not None else (None, None)
-        seconds = time.perf_counter() - start
-        history["train_loss"].append(round(train_loss, 6))
-        history["epoch_seconds"].append(round(seconds, 3))
-        if val_loss is not None:
-            history["val_loss"].append(round(val_loss, 6))
-            history["val_accuracy"].append(val_accuracy)
-            if val_accuracy > best_accuracy:
-                best_accuracy, kept_epoch = val_accuracy, epoch
-                kept_state = copy.deepcopy(model.state_dict())
-        if on_epoch is not None:
-            on_epoch(EpochLine(epoch, epochs, train_loss, val_loss, val_accuracy, seconds))
-        if not math.isfinite(train_loss):
-            raise ValueError(f"the training loss turned {train_loss} in epoch {epoch} "
-                             f"(lr {params.lr:.3g}); this configuration diverges from seed "
-                             f"{seed}. Try another --seed.")
-    seconds = time.perf_counter() - begin
-    if kept_state is not None:
-        model.load_state_dict(kept_state)
-    return Retrained(model, history, seconds, kept_epoch)
 
 
 @torch.inference_mode()
