@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader
 
 from benchmarks.tutorial import torchvision_root, train_loop, tutorial_dataset
 from model.data import DEFAULT_DATA_DIR, Tensors, load_split, locate
-from model.loops import PRECISIONS, flush_denormals, make_optimizer, shuffle_buffer, train_epoch
+from model.loops import PRECISIONS, flush_denormals, shuffle_buffer, train_epoch
 from model.network import NeuralNetwork
+from tuning.retrain import seeded_start
 from tuning.space import BATCH_SIZES, TUTORIAL
 
 # This project's CI machine: 2 vCPUs of an AMD EPYC (Zen 3) at 2.45 GHz, each with two 256-bit
@@ -66,10 +67,7 @@ def tutorial_rate(dataset, batch_size: int, images: int, seed: int) -> float:
 
 def suite_rate(data: Tensors, batch_size: int, precision: str, seed: int) -> float:
     """Images/s of the suite's train_epoch over ``data`` (SGD, lr 1e-3, as the tutorial)."""
-    torch.manual_seed(seed)
-    model = NeuralNetwork()
-    optimizer = make_optimizer(TUTORIAL.optimizer, model.parameters(), TUTORIAL.lr)
-    generator = torch.Generator().manual_seed(seed)
+    model, optimizer, generator = seeded_start(TUTORIAL, seed, torch.device("cpu"))
     buffer = shuffle_buffer(data)
     warm = Tensors(data.images[: WARMUP_BATCHES * batch_size],
                    data.labels[: WARMUP_BATCHES * batch_size])

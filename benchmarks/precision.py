@@ -4,7 +4,7 @@ Samples configurations from the search space (Optuna's random sampler, seeded), 
 in float32 and in bf16 autocast from the same seed for the same epochs, back to back, and
 prints both validation accuracies, both times, the Spearman rank correlation of the accuracies
 and the median speedup. bf16 may be the search default only where the correlation is at least
-0.9 and the speedup is real on the hardware at hand (README "Performance").
+0.9 and the speedup is real on the hardware at hand (docs/performance.md).
 
     python -m benchmarks.precision                 # 16 configurations x 1 epoch
     python -m benchmarks.precision --quick         # 4 configurations x 1 epoch of 10,000 images
@@ -22,9 +22,9 @@ import optuna
 import torch
 from scipy.stats import spearmanr
 
-from model.data import DEFAULT_DATA_DIR, Tensors, TrainValSplit, load_split, locate, split_train_val
-from model.loops import evaluate, flush_denormals, make_optimizer, shuffle_buffer, train_epoch
-from model.network import NeuralNetwork
+from model.data import DEFAULT_DATA_DIR, Tensors, TrainValSplit, load_searched_split
+from model.loops import evaluate, flush_denormals, shuffle_buffer, train_epoch
+from tuning.retrain import seeded_start
 from tuning.search import SearchSettings
 from tuning.space import Hyperparameters, suggest
 
@@ -46,10 +46,7 @@ def sample_configs(n: int, seed: int) -> list[Hyperparameters]:
 def train_once(split: TrainValSplit, params: Hyperparameters, epochs: int, precision: str,
                seed: int) -> tuple[float, float]:
     """(validation accuracy after ``epochs``, seconds of training) in ``precision``."""
-    torch.manual_seed(seed)
-    model = NeuralNetwork()
-    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
-    generator = torch.Generator().manual_seed(seed)
+    model, optimizer, generator = seeded_start(params, seed, torch.device("cpu"))
     buffer = shuffle_buffer(split.train)
     start = time.perf_counter()
     for _ in range(epochs):
@@ -81,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n, epochs = (4, 1) if args.quick else (args.configs, args.epochs)
     limit = args.train_images or (10_000 if args.quick else None)
 
-    split = split_train_val(load_split(locate(args.data_dir), "train"), args.val_size,
-                            SearchSettings.split_seed)
+    split = load_searched_split(args.data_dir, args.val_size, SearchSettings.split_seed)[1]
     if limit:
         split = TrainValSplit(Tensors(split.train.images[:limit], split.train.labels[:limit]),
                               split.val, split.seed)

@@ -35,7 +35,7 @@ from pathlib import Path
 import optuna
 
 from model.data import DEFAULT_DATA_DIR
-from tuning.objective import HISTORY_KEYS
+from tuning.protocol import HISTORY_KEYS
 from tuning.study import FINISHED
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,15 +4,15 @@ Every epoch of a trial writes to the study exactly what ``tuning.objective.Objec
 the four history attributes (``HISTORY_KEYS``), the intermediate value (``trial.report``), and
 one pruning check (``trial.should_prune``). This script replays those calls, with no training
 in between, on fresh SQLite studies opened as the tools open them: once as before (the default
-rollback journal, ``open_storage(url)``) and once as the search now does
-(``open_storage(url, write_ahead_log=True)``), alternating the two modes round by round in one
+rollback journal, ``open_storage(location)``) and once as the search now does
+(``open_storage(location, write_ahead_log=True)``), alternating the two modes round by round in one
 process, and prints the median milliseconds per epoch and their ratio. (The heartbeat, one
 more commit every 10 s while a trial runs, is left out: it is the same in both modes.)
 
     python -m benchmarks.storage              # 5 rounds x 40 epochs per mode
     python -m benchmarks.storage --quick      # 2 rounds x 10 epochs
 
-Divide the milliseconds by an epoch's seconds (README "Performance": about 2 s at batch 64
+Divide the milliseconds by an epoch's seconds (docs/performance.md: about 2 s at batch 64
 with 2 threads here) for the storage's share of trial time.
 """
 
@@ -28,8 +28,8 @@ from pathlib import Path
 import optuna
 
 from tuning.cli import HelpFormatter, Parser
-from tuning.objective import HISTORY_KEYS
-from tuning.study import open_storage
+from tuning.protocol import HISTORY_KEYS
+from tuning.storage import Location, open_storage
 
 MODES = {"rollback journal": False, "write-ahead log": True}
 
@@ -37,7 +37,7 @@ MODES = {"rollback journal": False, "write-ahead log": True}
 def epoch_writes_ms(folder: Path, wal: bool, epochs: int, round_: int) -> float:
     """Milliseconds per epoch of a trial's storage calls on a fresh study."""
     url = f"sqlite:///{folder / f'{int(wal)}-{round_}.db'}"
-    storage = open_storage(url, write_ahead_log=wal)
+    storage = open_storage(Location.parse(url), write_ahead_log=wal)
     study = optuna.create_study(study_name="bench-storage", storage=storage,
                                 direction="maximize")
     trial = study.ask()

@@ -36,13 +36,16 @@ from pathlib import Path
 
 import torch
 
-from model.data import DEFAULT_DATA_DIR, Tensors, load_split, locate, split_train_val
+from model.data import DEFAULT_DATA_DIR, Tensors, load_searched_split, split_train_val
 from model.loops import OPTIMIZERS, evaluate, flush_denormals
-from tuning.confirm import candidates
-from tuning.objective import retrain, trial_seed
+from tuning.errors import StudyError
+from tuning.protocol import derive_seed
+from tuning.retrain import retrain
 from tuning.search import SearchSettings
+from tuning.selection import candidates
 from tuning.space import Hyperparameters
-from tuning.study import DEFAULT_STUDY_NAME, StudyError, default_storage, load_study
+from tuning.storage import Location
+from tuning.study import DEFAULT_STUDY_NAME, load_study
 from tuning.train import TRAIN_ON
 
 INNER_SPLIT_SEED = 1  # the inner 40,000 / 10,000 split; the search's own split uses seed 0
@@ -76,9 +79,10 @@ def parse_params(text: str) -> Hyperparameters:
     return params
 
 
-def top_configs(url: str, study_name: str, k: int) -> tuple[list[Hyperparameters], int | None]:
+def top_configs(location: Location, study_name: str, k: int
+                ) -> tuple[list[Hyperparameters], int | None]:
     """The ``k`` best distinct configurations of a study, and its epochs per trial."""
-    study = load_study(url, study_name)
+    study = load_study(location, study_name)
     configs = [Hyperparameters(**trial.params) for trial in candidates(study, k)]
     return configs, study.user_attrs.get("epochs")
 
@@ -90,8 +94,8 @@ _DATA: dict[str, Tensors] = {}
 def _start_worker(data_dir: Path, val_size: int, threads: int) -> None:
     flush_denormals()
     torch.set_num_threads(threads)
-    outer = split_train_val(load_split(locate(data_dir, download=False), "train"), val_size,
-                            SearchSettings.split_seed)
+    outer = load_searched_split(data_dir, val_size, SearchSettings.split_seed,
+                                download=False)[1]
     inner = split_train_val(outer.train, val_size, INNER_SPLIT_SEED)
     _DATA.update(all_train=outer.train, inner_train=inner.train, inner_val=inner.val,
                  outer_val=outer.val)
@@ -157,14 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         try:
             configs, study_epochs = top_configs(
-                args.storage or default_storage(args.study_name), args.study_name, args.top)
+                Location.of(args.storage, args.study_name), args.study_name, args.top)
         except StudyError as exc:
             parser.error(str(exc))
         if not configs:
             parser.error(f"study {args.study_name!r} has no completed trial to compare")
         epochs = epochs or study_epochs
     epochs = epochs or SearchSettings.epochs
-    seeds = [trial_seed(args.seed, k) for k in range(args.seeds)]
+    seeds = [derive_seed(args.seed, k) for k in range(args.seeds)]
     tasks = [(i, params, seed, train_on, epochs)
              for i, params in enumerate(configs) for seed in seeds for train_on in TRAIN_ON]
     threads = 1 if args.workers > 1 else torch.get_num_threads()

@@ -32,9 +32,11 @@ from pathlib import Path
 import optuna
 
 from model.data import DEFAULT_DATA_DIR
+from tuning.protocol import StudyRecord
 from tuning.space import BATCH_SIZES, OPTIMIZER_NAMES, TUTORIAL
-from tuning.study import FINISHED, create_or_resume, open_storage
-from tuning.workers import cpu_cores
+from tuning.storage import Location, open_storage
+from tuning.study import FINISHED, create_or_resume
+from tuning.trials import cpu_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "bench-workers"
@@ -69,8 +71,8 @@ def configurations(n: int) -> list[dict]:
 def prepare(url: str, epochs: int, queued: list[dict]) -> None:
     """Create the study as the search would, then queue ``queued`` behind the tutorial."""
     study, _ = create_or_resume(
-        open_storage(url), STUDY, sampler_name="random", pruner_name="none", seed=0,
-        attrs={"epochs": epochs, "val_size": VAL_SIZE, "split_seed": 0, "seed": 0},
+        open_storage(Location.parse(url)), STUDY, sampler_name="random", pruner_name="none",
+        seed=0, record=StudyRecord(epochs=epochs, val_size=VAL_SIZE, split_seed=0),
     )
     for params in queued:
         study.enqueue_trial(params)

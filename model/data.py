@@ -69,6 +69,11 @@ class TrainValSplit:
     val: Tensors
     seed: int  # the seed of the permutation that made the split
 
+    def joined(self) -> Tensors:
+        """Both parts as one set, training images first: what a final model trains on."""
+        return Tensors(torch.cat([self.train.images, self.val.images]),
+                       torch.cat([self.train.labels, self.val.labels]))
+
 
 @dataclass(frozen=True)
 class Source:
@@ -242,15 +247,19 @@ def split_train_val(data: Tensors, val_size: int, seed: int) -> TrainValSplit:
 
 
 def load_searched_split(
-    data_dir: Path | str, val_size: int, split_seed: int, train_size: int | None
+    data_dir: Path | str, val_size: int, split_seed: int, train_size: int | None = None,
+    *, download: bool = True,
 ) -> tuple[Source, TrainValSplit]:
-    """The train/validation split a search used, found as ``locate`` finds data.
+    """The train/validation split a search uses, found as ``locate`` finds data.
+
+    The one entry point of every tool and benchmark that trains on the searched split;
+    ``train_size`` (where a study recorded it) checks that it is the same data.
 
     Raises:
         DataError: the data is missing or corrupt, or its split does not hold the
             ``train_size`` training images the search had (another data folder).
     """
-    source = locate(data_dir)
+    source = locate(data_dir, download=download)
     data = split_train_val(load_split(source, "train"), val_size, split_seed)
     if train_size not in (None, len(data.train)):
         raise DataError(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +14,7 @@ from torch.nn import functional as F
 from model.data import Tensors
 
 # Name -> optimizer class; the names are the ones users type and the study stores.
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "SGD": torch.optim.SGD,
     "Adam": torch.optim.Adam,
     "RMSprop": torch.optim.RMSprop,
@@ -132,3 +134,44 @@ def evaluate(model: nn.Module, data: Tensors, *, precision: str = "fp32") -> tup
         correct += (logits.argmax(dim=1) == y).sum()
     n = len(data)
     return float(total_loss) / n, int(correct) / n
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one epoch measured; the validation numbers are None where nothing was scored."""
+
+    epoch: int  # from 1
+    epochs: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float  # training and scoring together
+
+
+def run_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: Tensors,
+    val: Tensors | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    precision: str = "fp32",
+    buffer: Tensors | None = None,
+) -> Iterator[EpochResult]:
+    """Train up to ``epochs`` epochs, scoring ``val`` (if given) after each; yield each epoch.
+
+    The one epoch loop of a search trial and of a retrain: they differ only in what they do
+    with each epoch's numbers (report them to a pruner, keep the best weights, stop on a NaN),
+    so the caller consumes the epochs and may stop early by leaving the loop.
+    """
+    buffer = buffer if buffer is not None else shuffle_buffer(train)
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        train_loss = train_epoch(model, optimizer, train, batch_size, generator,
+                                 precision=precision, buffer=buffer)
+        val_loss, val_accuracy = (evaluate(model, val, precision=precision)
+                                  if val is not None else (None, None))
+        yield EpochResult(epoch, epochs, train_loss, val_loss, val_accuracy,
+                          time.perf_counter() - start)

@@ -1,14 +1,24 @@
-"""Shared fixtures: tiny synthetic FashionMNIST-format IDX files, and running the CLIs."""
+"""Shared fixtures: tiny synthetic FashionMNIST-format IDX files, and running the CLIs.
+
+Tests come in tiers, by marker (pyproject.toml registers them): ``e2e`` runs a tool in a
+subprocess as a user would, ``faults`` sends real signals or breaks a disk, ``postgres`` needs
+the PostgreSQL server, ``browser`` drives Chromium, ``realdata`` reads the real FashionMNIST.
+Every other test is ``fast``: in-process, tiny synthetic data, real SQLite in tmp_path.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import importlib
+import io
 import os
 import sqlite3
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +77,54 @@ def no_system_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
     monkeypatch.setattr(model.data, "SYSTEM_DIR", tmp_path / "no-system-copy")
     monkeypatch.delenv(model.data.ENV_VAR, raising=False)
+
+
+SLOW_TIERS = ("e2e", "faults", "postgres", "browser", "realdata")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of no slower tier ``fast``, so ``-m fast`` selects the everyday tier."""
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in SLOW_TIERS):
+            item.add_marker(pytest.mark.fast)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str] | None, cwd: Path) -> Iterator[None]:
+    """``env`` added to os.environ and ``cwd`` as the working folder, both undone afterwards."""
+    saved, here = dict(os.environ), Path.cwd()
+    os.environ.update(env or {})
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_main(
+    module: str, *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``module``'s ``main(args)`` in this process, from ``cwd``, with ``env`` added.
+
+    What ``run_cli`` does without starting Python again: the tool's exit status (argparse's
+    SystemExit included), its stdout and its stderr, in a CompletedProcess. The torch thread
+    count, which a tool may set, is restored afterwards.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    with (_environment(env, cwd), contextlib.redirect_stdout(out),
+          contextlib.redirect_stderr(err)):
+        try:
+            status = importlib.import_module(module).main(list(args))
+        except SystemExit as exc:  # --help and argparse's errors
+            status = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
 
 
 def run_cli(

@@ -1,7 +1,7 @@
 """The benchmark scripts run end to end on tiny data and print what they promise.
 
 These check the machinery only (tables, ratios, the targets line, the Spearman line); the
-numbers themselves come from full runs on the real data, quoted in README "Performance".
+numbers themselves come from full runs on the real data, quoted in docs/performance.md.
 """
 
 from __future__ import annotations

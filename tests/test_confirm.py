@@ -16,8 +16,12 @@ from optuna.trial import TrialState
 
 from model.data import load_split, locate, split_train_val
 from tests.conftest import ROOT, run_cli, study_content, write_fashion_mnist
-from tuning.confirm import PLAN_ATTR, RUNS_PREFIX, Run, choice, fresh_seed, record_run
-from tuning.objective import Objective, trial_seed
+from tuning.objective import Objective
+from tuning.protocol import CONFIRM_PLAN_ATTR as PLAN_ATTR
+from tuning.protocol import CONFIRM_RUNS_PREFIX as RUNS_PREFIX
+from tuning.protocol import derive_seed
+from tuning.selection import Run, record_run
+from tuning.selection import confirmed as choice
 
 STUDY = "fashion-mnist"
 VAL_SIZE = 100
@@ -62,8 +66,8 @@ def test_confirm_records_fresh_seed_runs_and_export_takes_the_best_mean(searched
     for trial in top2:
         record = study.user_attrs[f"{RUNS_PREFIX}{trial.number}"]
         seeds = [r["seed"] for r in record["runs"]]
-        assert sorted(seeds) == sorted(fresh_seed(5, trial.number, k) for k in (1, 2))
-        assert trial_seed(5, trial.number) not in seeds  # never the search's own run
+        assert sorted(seeds) == sorted(derive_seed(5, trial.number, k) for k in (1, 2))
+        assert derive_seed(5, trial.number) not in seeds  # never the search's own run
         assert record["params"] == trial.params and record["search_value"] == trial.value
     chosen, why = choice(study)
     assert chosen is not None and why.startswith("confirmed")
@@ -128,7 +132,7 @@ def _hand_made_study(tmp_path) -> optuna.Study:
 
 def _record(study: optuna.Study, number: int, k: int, last: float) -> None:
     trial = study.trials[number]
-    record_run(study, trial, Run(number, fresh_seed(0, number, k), last, last, 1.0, 1))
+    record_run(study, trial, Run(number, derive_seed(0, number, k), last, last, 1.0, 1))
 
 
 def test_the_choice_is_the_best_mean_of_fresh_runs_not_the_best_value(tmp_path):
@@ -141,7 +145,7 @@ def test_the_choice_is_the_best_mean_of_fresh_runs_not_the_best_value(tmp_path):
             _record(study, number, k, last)
     chosen, _ = choice(study)
     assert chosen.trial.number == 2  # trial 1 has the best value, trial 2 the best mean
-    assert chosen.mean_last_val_accuracy == pytest.approx(0.81)
+    assert chosen.table[0]["mean_last_val_accuracy"] == pytest.approx(0.81)
     assert [row["trial"] for row in chosen.table] == [2, 1]
 
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_cli, study_content
-from tuning.export import best_config
-from tuning.study import StudyError
+from tuning.artifacts import best_config
+from tuning.errors import StudyError
 
 
 @pytest.fixture

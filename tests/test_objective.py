@@ -6,8 +6,9 @@ import torch
 from optuna.trial import TrialState
 
 from model.data import load_split, locate, split_train_val
-from tuning.objective import HISTORY_KEYS, Objective, trial_seed
-from tuning.study import open_storage
+from tuning.objective import Objective
+from tuning.protocol import HISTORY_KEYS, derive_seed
+from tuning.storage import Location, open_storage
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ def split(idx_dir, no_system_data):
 
 
 def _study(tmp_path, pruner=None):
-    storage = open_storage(f"sqlite:///{tmp_path / 'objective.db'}")
+    storage = open_storage(Location.parse(f"sqlite:///{tmp_path / 'objective.db'}"))
     return optuna.create_study(
         storage=storage, study_name="t", direction="maximize",
         sampler=optuna.samplers.RandomSampler(seed=0), pruner=pruner or optuna.pruners.NopPruner(),
@@ -28,7 +29,8 @@ def test_each_epoch_is_reported_and_recorded(tmp_path, split):
     study.enqueue_trial({"lr": 1e-3, "batch_size": 32, "optimizer": "Adam"})
     reports = []
     study.optimize(Objective(split, epochs=3, seed=0, device=torch.device("cpu"),
-                             on_epoch=reports.append), n_trials=1)
+                             on_epoch=lambda number, result: reports.append(result)),
+                   n_trials=1)
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE
     assert sorted(trial.intermediate_values) == [1, 2, 3]
@@ -37,7 +39,7 @@ def test_each_epoch_is_reported_and_recorded(tmp_path, split):
     assert trial.user_attrs["val_accuracy"] == [trial.intermediate_values[e] for e in (1, 2, 3)]
     assert trial.value == max(trial.intermediate_values.values())
     assert trial.value > 0.9  # the synthetic classes are easy
-    assert trial.user_attrs["seed"] == trial_seed(0, 0)
+    assert trial.user_attrs["seed"] == derive_seed(0, 0)
     assert [r.epoch for r in reports] == [1, 2, 3]
 
 
@@ -65,15 +67,15 @@ def test_a_diverging_trial_is_pruned_with_the_reason_and_the_study_goes_on(tmp_p
 
 
 def test_trial_seeds_differ_between_trials_and_study_seeds():
-    seeds = {trial_seed(s, n) for s in range(5) for n in range(20)}
+    seeds = {derive_seed(s, n) for s in range(5) for n in range(20)}
     assert len(seeds) == 100
-    assert trial_seed(3, 7) == trial_seed(3, 7)
+    assert derive_seed(3, 7) == derive_seed(3, 7)
 
 
 def test_same_seed_gives_the_same_values(tmp_path, split):
     values = []
     for run in range(2):
-        storage = open_storage(f"sqlite:///{tmp_path / f'r{run}.db'}")
+        storage = open_storage(Location.parse(f"sqlite:///{tmp_path / f'r{run}.db'}"))
         study = optuna.create_study(storage=storage, direction="maximize",
                                     sampler=optuna.samplers.RandomSampler(seed=5))
         study.optimize(Objective(split, epochs=1, seed=5, device=torch.device("cpu")), n_trials=2)

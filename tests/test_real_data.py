@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from model.data import DataError, Source, load_split, locate
 from tests.conftest import ROOT, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import run_cli, study_content, write_fashion_mnist
-from tuning.report import MAX_LEGEND_TRIALS, _intermediate_values_png, lr_edge_warning
+from tuning.pictures import MAX_LEGEND_TRIALS, _intermediate_values_png
+from tuning.report import lr_edge_warning
 from tuning.space import LR_HIGH, LR_LOW
 
 STUDY = "fashion-mnist"

@@ -31,3 +31,18 @@ def test_enqueued_tutorial_configuration_comes_back_unchanged():
     study.enqueue_trial(TUTORIAL.as_params())
     assert suggest(study.ask()) == TUTORIAL
     assert TUTORIAL.as_params() == {"lr": 1e-3, "batch_size": 64, "optimizer": "SGD"}
+
+
+def test_the_space_names_exactly_the_optimizers_the_loops_build():
+    from model.loops import OPTIMIZERS
+
+    assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES
+
+
+def test_describe_writes_a_configuration_in_a_few_words():
+    from tuning.space import describe
+
+    assert describe({"lr": 0.000294, "batch_size": 16, "optimizer": "Adam"}) == (
+        "Adam lr 0.000294 batch 16")
+    assert describe({"optimizer": "SGD", "lr": 1e-3, "batch_size": 64, "momentum": 0.9}) == (
+        "SGD lr 0.001 batch 64 momentum 0.9")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import sqlite3
@@ -10,19 +11,31 @@ import optuna
 import pytest
 
 import tuning.study
-from tuning.study import (
-    PRUNERS,
-    SAMPLERS,
-    StudyError,
-    check_storage,
-    create_or_resume,
-    make_pruner,
-    make_sampler,
-    open_storage,
-    sqlite_path,
-)
+from tuning.errors import StudyError
+from tuning.protocol import StudyRecord
+from tuning.storage import Location
+from tuning.storage import open_storage as open_location
+from tuning.storage_checks import check_existing
+from tuning.study import PRUNERS, SAMPLERS, create_or_resume, make_pruner, make_sampler
 
+RECORD = StudyRecord(epochs=3, val_size=100, split_seed=0, train_size=500, seed=0)
 ATTRS = {"epochs": 3, "val_size": 100, "split_seed": 0, "train_size": 500, "seed": 0}
+
+
+def check_storage(url: str, *, must_exist: bool = False) -> None:
+    """Parse ``url`` and check its file, as every tool does before opening a study."""
+    check_existing(Location.parse(url), must_exist=must_exist)
+
+
+def open_storage(url: str, **kwargs):
+    return open_location(Location.parse(url), **kwargs)
+
+
+def test_the_record_round_trips_through_study_attributes():
+    assert RECORD.to_attrs() == ATTRS
+    assert StudyRecord.from_attrs(ATTRS, "s") == RECORD
+    with pytest.raises(StudyError, match="lacks val_size"):
+        StudyRecord.from_attrs({"epochs": 3, "split_seed": 0}, "s")
 
 
 def _digest(path) -> str:
@@ -73,8 +86,8 @@ def test_must_exist_refuses_a_missing_file_without_creating_it(tmp_path):
 
 
 def test_sqlite_path_is_none_for_server_databases():
-    assert sqlite_path("postgresql+psycopg://user@localhost/test") is None
-    assert str(sqlite_path("sqlite:///studies/a.db")) == "studies/a.db"
+    assert Location.parse("postgresql+psycopg://user@localhost/test").path is None
+    assert str(Location.parse("sqlite:///studies/a.db").path) == "studies/a.db"
 
 
 def test_open_storage_creates_missing_folders(tmp_path):
@@ -104,7 +117,7 @@ def test_unknown_sampler_and_pruner_names_are_errors():
 def test_a_new_study_gets_the_tutorial_trial_first_and_its_settings(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
-                                      seed=0, attrs=ATTRS)
+                                      seed=0, record=RECORD)
     assert not resumed
     assert study.user_attrs == ATTRS
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -116,9 +129,9 @@ def test_a_new_study_gets_the_tutorial_trial_first_and_its_settings(tmp_path):
 
 def test_resuming_does_not_enqueue_the_tutorial_again(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0, attrs=ATTRS)
+    create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0, record=RECORD)
     study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
-                                      seed=0, attrs=ATTRS)
+                                      seed=0, record=RECORD)
     assert resumed
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert len(waiting) == 1
@@ -126,19 +139,19 @@ def test_resuming_does_not_enqueue_the_tutorial_again(tmp_path):
 
 def test_resuming_with_other_epochs_is_refused_with_the_fix(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0, attrs=ATTRS)
+    create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0, record=RECORD)
     with pytest.raises(StudyError, match="--epochs 3"):
         create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
-                         attrs={**ATTRS, "epochs": 5})
+                         record=dataclasses.replace(RECORD, epochs=5))
 
 
 def test_an_interrupted_tutorial_trial_is_queued_again_on_resume(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
-                                attrs=ATTRS)
+                                record=RECORD)
     study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # as Ctrl-C leaves it
     study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
-                                attrs=ATTRS)
+                                record=RECORD)
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.user_attrs.get("baseline") for t in waiting] == ["tutorial"]
 
@@ -161,7 +174,7 @@ def test_a_process_that_loads_the_study_while_another_sets_it_up_queues_no_secon
     creator.start()
     try:
         study, resumed = create_or_resume(storage, "s", sampler_name="tpe",
-                                          pruner_name="median", seed=0, attrs=ATTRS)
+                                          pruner_name="median", seed=0, record=RECORD)
     finally:
         creator.join()
     assert resumed
@@ -176,7 +189,7 @@ def test_a_process_that_arrives_during_set_up_with_other_epochs_is_still_refused
     try:
         with pytest.raises(StudyError, match="--epochs 3"):
             create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
-                             attrs={**ATTRS, "epochs": 5})
+                             record=dataclasses.replace(RECORD, epochs=5))
     finally:
         creator.join()
 
@@ -188,7 +201,7 @@ def test_a_study_whose_creator_died_during_set_up_is_set_up_by_the_next_run(
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     _bare_study(storage)
     study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
-                                attrs=ATTRS)
+                                record=RECORD)
     assert study.user_attrs == ATTRS
     assert [t.state for t in _baselines(study)] == [optuna.trial.TrialState.WAITING]
 
@@ -199,7 +212,7 @@ def test_a_study_with_trials_of_its_own_is_resumed_without_waiting(tmp_path, mon
     foreign = _bare_study(storage)
     foreign.tell(foreign.ask(), 0.5)
     study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
-                                      seed=0, attrs=ATTRS)
+                                      seed=0, record=RECORD)
     assert resumed and len(study.trials) == 2  # its own trial and the queued tutorial
 
 
@@ -219,7 +232,7 @@ def test_the_search_switches_a_sqlite_study_to_write_ahead_logging_and_resumes_a
 ):
     path = tmp_path / "s.db"
     create_or_resume(open_storage(f"sqlite:///{path}"), "s", sampler_name="tpe",
-                     pruner_name="median", seed=0, attrs=ATTRS)  # as tools before this made it
+                     pruner_name="median", seed=0, record=RECORD)  # as tools before this made it
 
     def mode():
         conn = sqlite3.connect(path)
@@ -231,7 +244,7 @@ def test_the_search_switches_a_sqlite_study_to_write_ahead_logging_and_resumes_a
     assert mode() == "delete"
     storage = open_storage(f"sqlite:///{path}", write_ahead_log=True)
     study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
-                                      seed=0, attrs=ATTRS)
+                                      seed=0, record=RECORD)
     assert resumed and mode() == "wal"
     with storage.engine.connect() as conn:  # commits wait for checkpoints, not for the disk
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL

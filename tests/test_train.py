@@ -14,7 +14,7 @@ from model.data import CLASSES, load_split, locate, split_train_val
 from model.loops import evaluate
 from model.network import NeuralNetwork
 from tests.conftest import N_TEST, N_TRAIN, run_cli, write_fashion_mnist, write_idx
-from tuning.train import NOTE_HEADING, record_on_study
+from tuning.holdout import NOTE_HEADING, record_on_study
 
 STUDY = "fashion-mnist"
 VAL_SIZE = 100

@@ -10,8 +10,11 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import run_cli
-from tuning.study import StudyError, check_storage, make_sampler
-from tuning.workers import threads_per_worker
+from tuning.errors import StudyError
+from tuning.storage import Location
+from tuning.storage_checks import check_existing
+from tuning.study import make_sampler
+from tuning.trials import threads_per_worker
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -110,7 +113,7 @@ def test_a_log_file_that_is_not_a_journal_is_left_untouched(tmp_path):
     path = tmp_path / "server.log"
     path.write_text("2026-11-24 12:00:00 server started\n")
     with pytest.raises(StudyError, match="not an Optuna journal"):
-        check_storage(str(path))
+        check_existing(Location.parse(str(path)))
     assert path.read_text() == "2026-11-24 12:00:00 server started\n"
 
 

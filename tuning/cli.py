@@ -1,19 +1,25 @@
-"""What the command-line tools share: one-line argument errors and the library versions."""
+"""What the command-line tools share: flags, one-line errors, exit statuses, quiet Optuna."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import signal
 import sys
 import threading
-from importlib.metadata import version
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 import optuna
-import torch
+
+from tuning.device import DEVICES
+
+# Exit statuses of every tool.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the work itself failed (a trial, the workers, a write)
+EXIT_USAGE = 2  # bad input: a flag, a file, a study that cannot be used as asked
+EXIT_INTERRUPTED = 130  # Ctrl-C: the shell's status for a process ended by SIGINT (128 + 2)
 
 
 class Parser(argparse.ArgumentParser):
@@ -39,8 +45,6 @@ def add_study_arguments(parser: argparse.ArgumentParser, default_name: str) -> N
     )
 
 
-DEVICES = ("auto", "cpu", "cuda", "mps")  # --device choices; auto picks the first available
-
 
 def add_data_and_device_arguments(
     parser: argparse.ArgumentParser, data_dir: Path, device: str
@@ -55,49 +59,10 @@ def add_data_and_device_arguments(
                         help="where to train; auto picks cuda, then mps, then cpu")
 
 
-def fail(prog: str, message: str, status: int = 2) -> int:
+def fail(prog: str, message: str, status: int = EXIT_USAGE) -> int:
     """Print ``message`` as the tool's error on stderr; return the exit status to use."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return status
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries that decide a trial's numbers."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        # By metadata, not import: the search need not load them (about 200 MB of memory).
-        "torchvision": version("torchvision"),
-        "optuna": optuna.__version__,
-        "pandas": version("pandas"),
-    }
-
-
-def resolve_device(name: str) -> torch.device:
-    """Turn --device (auto, cpu, cuda, mps) into a torch device that is really there.
-
-    Raises:
-        ValueError: the asked-for accelerator is not available on this machine.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if name not in available:
-        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, but got {name!r}.")
-    if not available[name]:
-        raise ValueError(
-            f"--device {name} was asked for, but torch {torch.__version__} sees no {name} "
-            "device here; use --device cpu or --device auto."
-        )
-    return torch.device(name)
 
 
 class _QuietAfterInterrupt(logging.Filter):
@@ -131,7 +96,7 @@ def quiet_optuna(level: int = logging.WARNING) -> None:
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
 
-    def on_sigint(signum: int, frame: object) -> None:
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
         quiet.interrupted = True
         signal.default_int_handler(signum, frame)
 

@@ -11,19 +11,23 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 from optuna_dashboard import wsgi
 
-from tuning.cli import HelpFormatter, Parser, add_study_arguments, fail, quiet_optuna
-from tuning.study import (
-    DEFAULT_STUDY_NAME,
-    StudyError,
-    check_storage,
-    default_storage,
-    open_storage,
+from tuning.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    HelpFormatter,
+    Parser,
+    add_study_arguments,
+    fail,
+    quiet_optuna,
 )
+from tuning.errors import StudyError
+from tuning.storage import Location, open_storage
+from tuning.storage_checks import check_existing
+from tuning.study import DEFAULT_STUDY_NAME
 
 PROG = "python -m tuning.dashboard"
 HOST = "127.0.0.1"  # this machine only: the dashboard can edit notes and delete studies
 DEFAULT_PORT = 8080  # optuna-dashboard's own default
-EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
@@ -61,13 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1")
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")
     args = parser.parse_args(argv)
-    url = args.storage or default_storage(args.study_name)
     quiet_optuna()
     try:
         if not 0 < args.port < 65536:
             raise ValueError(f"--port must be between 1 and 65535, but got {args.port}.")
-        check_storage(url, must_exist=True)
-        storage = open_storage(url)
+        location = Location.of(args.storage, args.study_name)
+        url = location.url
+        check_existing(location, must_exist=True)
+        storage = open_storage(location)
         start, study_page = dashboard_urls(storage, args.port, args.study_name)
         if study_page is None and args.storage is None:
             raise StudyError(f"there is no study {args.study_name!r} in {url}; pass the "
@@ -92,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         server.server_close()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

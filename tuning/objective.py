@@ -1,69 +1,30 @@
-"""The Optuna objective: train the tutorial network with sampled hyperparameters.
-
-``retrain`` trains a configuration again the way a trial did, for ``tuning.train`` and
-``tuning.confirm``; ``seeded_start`` fixes the seeded draws for both.
-"""
+"""The Optuna objective: train the tutorial network with sampled hyperparameters."""
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NoReturn
 
-import numpy as np
 import optuna
 import torch
 
-from model.data import Tensors, TrainValSplit
-from model.loops import (
-    evaluate,
-    make_optimizer,
-    shuffle_buffer,
-    train_epoch,
-    warm_up_optimizers,
+from model.data import TrainValSplit
+from model.loops import EpochResult, run_epochs, shuffle_buffer, warm_up_optimizers
+from tuning.protocol import (
+    DIVERGED,
+    HISTORY_KEYS,
+    PRECISION_ATTR,
+    PRUNED_REASON_ATTR,
+    SEED_ATTR,
+    THREADS_ATTR,
+    derive_seed,
 )
-from model.network import NeuralNetwork
-from tuning.space import Hyperparameters, suggest
+from tuning.retrain import seeded_start
+from tuning.space import suggest
 
-# Per-epoch histories stored as trial user attributes (lists, one entry per epoch).
-HISTORY_KEYS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
-THREADS_ATTR = "torch_threads"  # the trial's torch.get_num_threads(), for a faithful replay
-DIVERGED = "diverged"  # how the pruned_reason of a NaN or infinite run begins
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    """What one finished epoch of one trial measured; handed to the progress callback."""
-
-    trial: int
-    epoch: int
-    epochs: int
-    params: Hyperparameters
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float
-
-
-def trial_seed(study_seed: int, trial_number: int) -> int:
-    """A 32-bit seed for one trial, distinct for every (study seed, trial number) pair."""
-    return int(np.random.SeedSequence([study_seed, trial_number]).generate_state(1)[0])
-
-
-def seeded_start(
-    params: Hyperparameters, seed: int, device: torch.device
-) -> tuple[NeuralNetwork, torch.optim.Optimizer, torch.Generator]:
-    """A fresh network, its optimizer and the shuffling generator, all from ``seed``.
-
-    The one place that fixes the order of the seeded draws: a trial and a retrain of it
-    (``tuning.train``) start from here, so the same seed replays the same run.
-    """
-    torch.manual_seed(seed)
-    model = NeuralNetwork().to(device)
-    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
-    return model, optimizer, torch.Generator().manual_seed(seed)
+# Called after every epoch of every trial with the trial's number and the epoch's numbers.
+EpochCallback = Callable[[int, EpochResult], None]
 
 
 class Objective:
@@ -80,7 +41,7 @@ class Objective:
         epochs: int,
         seed: int,
         device: torch.device,
-        on_epoch: Callable[[EpochReport], None] | None = None,
+        on_epoch: EpochCallback | None = None,
         precision: str = "fp32",
     ) -> None:
         # On an accelerator the data moves there once and stays for the whole study.
@@ -97,128 +58,40 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         params = suggest(trial)
         # A trial queued again after its worker died carries its seed: it replays that run.
-        seed = trial.user_attrs.get("seed", trial_seed(self.seed, trial.number))
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("precision", self.precision)
+        seed = trial.user_attrs.get(SEED_ATTR, derive_seed(self.seed, trial.number))
+        trial.set_user_attr(SEED_ATTR, seed)
+        trial.set_user_attr(PRECISION_ATTR, self.precision)
         # CPU results depend on the thread count (it splits the sums): a replay needs it too.
         trial.set_user_attr(THREADS_ATTR, torch.get_num_threads())
         model, optimizer, shuffle = seeded_start(params, seed, self.device)
         history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         best = 0.0
-        for epoch in range(1, self.epochs + 1):
-            start = time.perf_counter()
-            train_loss = train_epoch(
-                model, optimizer, self.train, params.batch_size, shuffle,
-                precision=self.precision, buffer=self.buffer,
-            )
-            val_loss, val_accuracy = evaluate(model, self.val, precision=self.precision)
-            seconds = time.perf_counter() - start
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        for result in run_epochs(model, optimizer, self.train, self.val, epochs=self.epochs,
+                                 batch_size=params.batch_size, generator=shuffle,
+                                 precision=self.precision, buffer=self.buffer):
+            assert result.val_loss is not None and result.val_accuracy is not None
+            epoch, val_accuracy = result.epoch, result.val_accuracy
+            if not (math.isfinite(result.train_loss) and math.isfinite(result.val_loss)):
                 # A diverged run teaches the sampler nothing more; stop it, say why, go on.
-                reason = (
-                    f"{DIVERGED} in epoch {epoch}: train loss {train_loss}, "
-                    f"validation loss {val_loss} (lr {params.lr:.3g})"
-                )
-                trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(reason)
+                self._prune(trial, f"{DIVERGED} in epoch {epoch}: train loss "
+                            f"{result.train_loss}, validation loss {result.val_loss} "
+                            f"(lr {params.lr:.3g})")
             # Rounded for reading in the dashboard; float32 losses carry no more digits anyway.
-            measured = (round(train_loss, 6), round(val_loss, 6), val_accuracy, round(seconds, 3))
+            measured = (round(result.train_loss, 6), round(result.val_loss, 6), val_accuracy,
+                        round(result.seconds, 3))
             for key, value in zip(HISTORY_KEYS, measured, strict=True):
                 history[key].append(value)
                 trial.set_user_attr(key, history[key])
             trial.report(val_accuracy, epoch)
             best = max(best, val_accuracy)
             if self.on_epoch is not None:
-                self.on_epoch(
-                    EpochReport(trial.number, epoch, self.epochs, params, train_loss,
-                                val_loss, val_accuracy, seconds)
-                )
+                self.on_epoch(trial.number, result)
             if trial.should_prune():
-                reason = f"pruner stopped it after epoch {epoch} (val accuracy {val_accuracy:.4f})"
-                trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(reason)
+                self._prune(trial, f"pruner stopped it after epoch {epoch} "
+                            f"(val accuracy {val_accuracy:.4f})")
         return best
 
-
-class Diverged(ValueError):
-    """A retrain's training loss turned NaN or infinite; ``history`` holds its epochs so far."""
-
-    def __init__(self, message: str, history: dict[str, list[float]]) -> None:
-        super().__init__(message)
-        self.history = history
-
-
-@dataclass(frozen=True)
-class EpochLine:
-    """What one retrain epoch measured; validation numbers are None with train+val."""
-
-    epoch: int
-    epochs: int
-    train_loss: float
-    val_loss: float | None
-    val_accuracy: float | None
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Retrained:
-    """The retrained network and its per-epoch history."""
-
-    model: NeuralNetwork
-    history: dict[str, list[float]]
-    seconds: float
-    kept_epoch: int  # the epoch whose weights ``model`` holds
-
-
-def retrain(
-    params: Hyperparameters,
-    train: Tensors,
-    val: Tensors | None,
-    epochs: int,
-    seed: int,
-    device: torch.device,
-    on_epoch: Callable[[EpochLine], None] | None = None,
-) -> Retrained:
-    """Train a fresh network the way a search trial does; score ``val`` after each epoch.
-
-    The network's weights and the shuffling come from ``seed`` in the same order as in
-    ``Objective``, so the best trial's seed, data and epochs replay that trial.
-    With ``val``, the returned model holds the weights of the epoch with the best validation
-    accuracy (the epoch a trial's value comes from); without it, those of the last epoch.
-
-    Raises:
-        Diverged: the training loss turned NaN or infinite (a ``ValueError``).
-    """
-    train, val = train.to(device), val.to(device) if val is not None else None
-    model, optimizer, shuffle = seeded_start(params, seed, device)
-    buffer = shuffle_buffer(train)
-    history: dict[str, list[float]] = {"train_loss": [], "epoch_seconds": []}
-    if val is not None:
-        history |= {"val_loss": [], "val_accuracy": []}
-    best_accuracy, kept_epoch, kept_state = -1.0, epochs, None
-    begin = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        # float32 on purpose: the final model is trained and scored at full precision.
-        train_loss = train_epoch(model, optimizer, train, params.batch_size, shuffle,
-                                 buffer=buffer)
-        val_loss, val_accuracy = evaluate(model, val) if val is not None else (None, None)
-        seconds = time.perf_counter() - start
-        history["train_loss"].append(round(train_loss, 6))
-        history["epoch_seconds"].append(round(seconds, 3))
-        if val_loss is not None:
-            history["val_loss"].append(round(val_loss, 6))
-            history["val_accuracy"].append(val_accuracy)
-            if val_accuracy > best_accuracy:
-                best_accuracy, kept_epoch = val_accuracy, epoch
-                kept_state = copy.deepcopy(model.state_dict())
-        if on_epoch is not None:
-            on_epoch(EpochLine(epoch, epochs, train_loss, val_loss, val_accuracy, seconds))
-        if not math.isfinite(train_loss):
-            raise Diverged(f"the training loss turned {train_loss} in epoch {epoch} "
-                           f"(lr {params.lr:.3g}); this configuration diverges from seed "
-                           f"{seed}. Try another --seed.", history)
-    seconds = time.perf_counter() - begin
-    if kept_state is not None:
-        model.load_state_dict(kept_state)
-    return Retrained(model, history, seconds, kept_epoch)
+    @staticmethod
+    def _prune(trial: optuna.Trial, reason: str) -> NoReturn:
+        trial.set_user_attr(PRUNED_REASON_ATTR, reason)
+        raise optuna.TrialPruned(reason)

@@ -1,10 +1,13 @@
-"""python -m tuning.search: run or resume an Optuna study of the tutorial network."""
+"""python -m tuning.search: run or resume an Optuna study of the tutorial network.
+
+One process runs the trials itself; with ``--workers N`` it creates or resumes the study, then
+supervises N copies of itself (``--worker k``), which run the trials.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,40 +15,38 @@ from pathlib import Path
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
 
-from model.data import DEFAULT_DATA_DIR, DataError, load_split, locate, split_train_val
+from model.data import (
+    DEFAULT_DATA_DIR,
+    DataError,
+    Source,
+    TrainValSplit,
+    load_searched_split,
+)
 from model.loops import PRECISIONS, flush_denormals
 from tuning.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
     HelpFormatter,
     Parser,
     add_data_and_device_arguments,
     add_study_arguments,
     fail,
     quiet_optuna,
-    resolve_device,
 )
-from tuning.objective import DIVERGED, EpochReport, Objective
-from tuning.study import (
-    DEFAULT_STUDY_NAME,
-    HEARTBEAT_S,
-    PRUNERS,
-    SAMPLERS,
-    StudyError,
-    check_storage,
-    check_writable,
-    count_finished,
-    count_states,
-    create_or_resume,
-    default_storage,
-    heartbeat_of,
-    is_baseline,
-    open_storage,
-)
-from tuning.workers import WORKER_FLAG, WorkerExit, run_trials, supervise, threads_per_worker
+from tuning.device import resolve_device
+from tuning.errors import StudyError
+from tuning.objective import Objective
+from tuning.protocol import StudyRecord
+from tuning.search_output import Progress, interrupted, summary
+from tuning.storage import HEARTBEAT_S, Location, heartbeat_of, open_storage
+from tuning.storage_checks import check_existing, check_writable
+from tuning.study import DEFAULT_STUDY_NAME, PRUNERS, SAMPLERS, count_finished, create_or_resume
+from tuning.supervisor import WORKER_FLAG, WorkerExit, supervise
+from tuning.trials import run_trials, threads_per_worker
 
 PROG = "python -m tuning.search"
-EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,14 @@ class SearchSettings:
     device: str = "auto"
     val_size: int = 10_000  # taken from the 60,000 training images
     split_seed: int = 0  # fixes which images are validation, the same for every study
-    precision: str = "fp32"  # see README "Performance": bf16 is slower on CPUs without bf16
+    precision: str = "fp32"  # bf16 is slower on CPUs without bf16: docs/decisions.md
     workers: int = 1  # processes on this machine sharing the study; they split the CPU threads
     heartbeat: int = HEARTBEAT_S  # seconds between a running trial's heartbeats (databases)
     worker: int = 0  # set by --workers in each worker it starts (1..N); 0: not a worker
 
-    @property
-    def storage_url(self) -> str:
-        return self.storage or default_storage(self.study_name)
+    def location(self) -> Location:
+        """Where the study lives (raises StudyError for a bad --storage)."""
+        return Location.of(self.storage, self.study_name)
 
     def check(self) -> None:
         """Raise ValueError naming the first flag whose value cannot work."""
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--precision", choices=PRECISIONS, default=d.precision,
         help="arithmetic of the forward pass: fp32, or bf16 autocast (weights stay float32; "
-        "faster only where the CPU or GPU has native bf16, see README 'Performance')",
+        "faster only where the CPU or GPU has native bf16, see docs/decisions.md)",
     )
     parser.add_argument(
         "--workers", type=int, default=d.workers,
@@ -156,110 +157,112 @@ def parse_settings(argv: Sequence[str] | None) -> SearchSettings:
     return SearchSettings(**vars(build_parser().parse_args(argv)))
 
 
-def _params_text(params: dict) -> str:
-    return (
-        f"lr={params.get('lr', float('nan')):.2e} batch={params.get('batch_size', '?'):>3} "
-        f"{params.get('optimizer', '?'):<7}"
+@dataclass
+class Prepared:
+    """A search ready to run: its study, where it lives, and the data (None once handed off)."""
+
+    settings: SearchSettings
+    location: Location
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    resumed: bool
+    source: Source
+    data: TrainValSplit | None
+    device: torch.device
+
+
+def _prepare(settings: SearchSettings) -> Prepared:
+    """Check every input, load the data, then create or resume the study (in that order).
+
+    Raises:
+        ValueError, DataError, StudyError: bad input; nothing was written.
+    """
+    settings.check()
+    device = resolve_device(settings.device)
+    location = settings.location()
+    check_existing(location)
+    check_writable(location)  # a read-only or full disk fails before training
+    # Data first: a bad data folder must fail before any study file is created.
+    source, data = load_searched_split(settings.data_dir, settings.val_size, settings.split_seed)
+    storage = open_storage(location, heartbeat=settings.heartbeat, write_ahead_log=True)
+    record = StudyRecord(epochs=settings.epochs, val_size=settings.val_size,
+                         split_seed=settings.split_seed, train_size=len(data.train),
+                         seed=settings.seed)
+    study, resumed = create_or_resume(
+        storage, settings.study_name, sampler_name=settings.sampler,
+        pruner_name=settings.pruner, seed=settings.seed, record=record, worker=settings.worker,
     )
+    return Prepared(settings, location, study, storage, resumed, source, data, device)
 
 
-class Progress:
-    """Prints a line per finished trial; on a terminal, also a live line per epoch."""
-
-    def __init__(self, target: int, live: bool) -> None:
-        self.target = target
-        self.live = live
-
-    def epoch(self, report: EpochReport) -> None:
-        if self.live:
-            print(
-                f"\r  trial {report.trial} epoch {report.epoch}/{report.epochs}: "
-                f"val acc {report.val_accuracy:.4f}, {report.seconds:.1f} s/epoch   ",
-                end="", file=sys.stderr, flush=True,
-            )
-
-    def trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.live:
-            print("\r\033[K", end="", file=sys.stderr, flush=True)
-        finished = count_finished(study)
-        seconds = trial.duration.total_seconds() if trial.duration else 0.0
-        state = trial.state.name
-        if trial.state == TrialState.PRUNED:
-            diverged = trial.user_attrs.get("pruned_reason", "").startswith(DIVERGED)
-            state += " nan" if diverged else f" @{trial.last_step}"
-        value = "  -   " if trial.value is None else f"{trial.value:.4f}"
-        try:
-            best = f"{study.best_value:.4f}"
-        except ValueError:  # no completed trial yet
-            best = "  -   "
-        print(
-            f"[{finished:>3}/{self.target}] trial {trial.number:>3}  {_params_text(trial.params)} "
-            f"{state:<11} val acc {value}  best {best}  {seconds:6.1f} s",
-            flush=True,
-        )
-
-
-def _summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
-    counts = count_states(study)
-    lines = [
-        f"Trials: {counts['complete']} complete, {counts['pruned']} pruned, "
-        f"{counts['fail']} failed."
-    ]
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if completed:
-        best = study.best_trial
-        lines.append(f"Best trial {best.number}: validation accuracy {best.value:.4f}")
-        lines += [f"  {key}: {value}" for key, value in best.params.items()]
-        baseline = [t for t in completed if is_baseline(t)]
-        if baseline:
-            lines.append(
-                f"Tutorial configuration (trial {baseline[0].number}): "
-                f"validation accuracy {baseline[0].value:.4f}"
-            )
-    quoted = shlex.quote(storage_url)
-    lines += [
-        f"Browse it:  optuna-dashboard {quoted}",
-        f"Confirm it: python -m tuning.confirm --study-name {shlex.quote(study_name)} "
-        f"--storage {quoted}   (the best configurations again, from fresh seeds)",
-        f"Export it:  python -m tuning.export --study-name {shlex.quote(study_name)} "
-        f"--storage {quoted}",
-    ]
-    return "\n".join(lines)
-
-
-def _interrupted(study: optuna.Study, settings: SearchSettings) -> int:
+def _announce(run: Prepared) -> None:
+    settings, data = run.settings, run.data
+    assert data is not None
+    threads = f"torch threads {torch.get_num_threads()}"
+    if settings.worker:
+        print(f"worker {settings.worker} of {settings.workers}: pid {os.getpid()}, {threads}.",
+              flush=True)
+        return
+    if settings.workers > 1:
+        threads = (f"{settings.workers} workers x {threads_per_worker(settings.workers)} "
+                   "torch threads")
     print(
-        f"\nInterrupted. {count_finished(study)} of {settings.n_trials} trials are "
-        f"finished and saved in {settings.storage_url}; the interrupted "
-        f"{'ones are' if settings.workers > 1 else 'one is'} marked failed. Run the same "
-        "command again to finish the rest.",
-        file=sys.stderr,
+        f"Study {settings.study_name!r} in {run.location.url} "
+        f"({'resumed' if run.resumed else 'new'}): {count_finished(run.study)} of "
+        f"{settings.n_trials} trials finished."
     )
-    return EXIT_INTERRUPTED
+    print(
+        f"Data: {len(data.train)} train / {len(data.val)} validation images from "
+        f"{run.source.folder} ({run.source.how}); device {run.device}, {threads}, "
+        f"precision {settings.precision}; {settings.epochs} epochs per trial, sampler "
+        f"{settings.sampler}, pruner {settings.pruner}, seed {settings.seed}.",
+        flush=True,
+    )
 
 
-def _run_workers(settings: SearchSettings, argv: Sequence[str] | None, study: optuna.Study) -> int:
+def _run_here(run: Prepared) -> int:
+    """Run trials in this process until the study reaches its target."""
+    settings = run.settings
+    assert run.data is not None
+    progress = Progress(settings.n_trials, live=sys.stderr.isatty())
+    objective = Objective(run.data, settings.epochs, settings.seed, run.device, progress.epoch,
+                          precision=settings.precision)
+    try:
+        run_trials(run.study, objective, settings.n_trials, storage_url=run.location.url,
+                   heartbeat=heartbeat_of(run.storage), timeout=settings.timeout,
+                   callbacks=[progress.trial])
+    except KeyboardInterrupt:
+        if not settings.worker:  # a worker's supervisor reports
+            interrupted(run.study, settings.n_trials, run.location.url, settings.workers)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a trial failed for a reason other than divergence
+        return fail(PROG, f"a trial failed and the search stopped: {exc!r}", status=EXIT_FAILED)
+    return EXIT_OK
+
+
+def _supervise(run: Prepared, argv: Sequence[str] | None) -> int:
     """Run --workers copies of this command on the study, wait for them, say how it ended."""
+    settings = run.settings
     command = [sys.executable, "-m", "tuning.search", *(sys.argv[1:] if argv is None else argv)]
 
     def warn(worker: WorkerExit) -> None:
         print(f"{PROG}: warning: {worker.describe()}.", file=sys.stderr, flush=True)
 
-    run = supervise(command, settings.workers, on_exit=warn)
-    if run.interrupted:
-        return _interrupted(study, settings)
-    finished = count_finished(study)
+    outcome = supervise(command, settings.workers, on_exit=warn)
+    if outcome.interrupted:
+        interrupted(run.study, settings.n_trials, run.location.url, settings.workers)
+        return EXIT_INTERRUPTED
+    finished = count_finished(run.study)
     if finished < settings.n_trials:
-        failed = "; ".join(w.describe() for w in run.failed) or "no worker failed"
+        failed = "; ".join(w.describe() for w in outcome.failed) or "no worker failed"
         return fail(
             PROG,
             f"the workers stopped with {finished} of {settings.n_trials} trials finished "
             f"({failed}); their output above says why. Run the same command again to finish "
             "the rest.",
-            status=1,
+            status=EXIT_FAILED,
         )
-    print(_summary(study, settings.storage_url, settings.study_name))
-    return 0
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,76 +273,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.worker:  # before torch starts its thread pool
         torch.set_num_threads(threads_per_worker(settings.workers))
     try:
-        settings.check()
-        device = resolve_device(settings.device)
-        check_storage(settings.storage_url)
-        check_writable(settings.storage_url)  # a read-only or full disk fails before training
-        # Data first: a bad data folder must fail before any study file is created.
-        source = locate(settings.data_dir)
-        data = split_train_val(load_split(source, "train"), settings.val_size, settings.split_seed)
-        storage = open_storage(settings.storage_url, heartbeat=settings.heartbeat,
-                               write_ahead_log=True)
-        study, resumed = create_or_resume(
-            storage, settings.study_name, sampler_name=settings.sampler,
-            pruner_name=settings.pruner, seed=settings.seed,
-            attrs={
-                "epochs": settings.epochs, "val_size": settings.val_size,
-                "train_size": len(data.train), "split_seed": settings.split_seed,
-                "seed": settings.seed,
-            },
-            worker=settings.worker,
-        )
+        run = _prepare(settings)
     except (ValueError, DataError, StudyError) as exc:
         return fail(PROG, str(exc))
-
-    finished = count_finished(study)
-    remaining = settings.n_trials - finished
-    threads = f"torch threads {torch.get_num_threads()}"
-    if settings.workers > 1 and not settings.worker:
-        per_worker = threads_per_worker(settings.workers)
-        threads = f"{settings.workers} workers x {per_worker} torch threads"
-    if settings.worker:
-        print(f"worker {settings.worker} of {settings.workers}: pid {os.getpid()}, {threads}.",
-              flush=True)
-    else:
-        print(
-            f"Study {settings.study_name!r} in {settings.storage_url} "
-            f"({'resumed' if resumed else 'new'}): {finished} of {settings.n_trials} trials "
-            "finished."
-        )
-        print(
-            f"Data: {len(data.train)} train / {len(data.val)} validation images from "
-            f"{source.folder} ({source.how}); device {device}, {threads}, "
-            f"precision {settings.precision}; "
-            f"{settings.epochs} epochs per trial, sampler "
-            f"{settings.sampler}, pruner {settings.pruner}, seed {settings.seed}.",
-            flush=True,
-        )
-    if remaining > 0 and settings.workers > 1 and not settings.worker:
-        del data  # each worker loads its own copy
-        return _run_workers(settings, argv, study)
-    if remaining > 0:
-        progress = Progress(settings.n_trials, live=sys.stderr.isatty())
-        objective = Objective(data, settings.epochs, settings.seed, device, progress.epoch,
-                              precision=settings.precision)
-        try:
-            run_trials(
-                study, objective, settings.n_trials, storage_url=settings.storage_url,
-                heartbeat=heartbeat_of(storage), timeout=settings.timeout,
-                callbacks=[progress.trial],
-            )
-        except KeyboardInterrupt:
-            if settings.worker:
-                return EXIT_INTERRUPTED  # the process that started it reports
-            return _interrupted(study, settings)
-        except Exception as exc:  # a trial failed for a reason other than divergence
-            return fail(PROG, f"a trial failed and the search stopped: {exc!r}", status=1)
-    elif not settings.worker:
+    _announce(run)
+    if count_finished(run.study) >= settings.n_trials:
+        if settings.worker:
+            return EXIT_OK
         print("The study already reached its target; raise --n-trials to run more.")
-    if settings.worker:
-        return 0  # the process that started it prints the summary
-    print(_summary(study, settings.storage_url, settings.study_name))
-    return 0
+    elif settings.workers > 1 and not settings.worker:
+        run.data = None  # each worker loads its own copy
+        status = _supervise(run, argv)
+        if status != EXIT_OK:
+            return status
+    else:
+        status = _run_here(run)
+        if status != EXIT_OK or settings.worker:
+            return status  # a worker's supervisor prints the summary
+    print(summary(run.study, run.location.url, settings.study_name))
+    return EXIT_OK
 
 
 if __name__ == "__main__":

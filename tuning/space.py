@@ -1,17 +1,19 @@
-"""The search space, in one place."""
+"""The search space, in one place, and how a point of it is written for people."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
 
-from model.loops import OPTIMIZERS
-
 LR_LOW, LR_HIGH = 1e-5, 1e-1  # sampled log-uniformly
 BATCH_SIZES = (16, 32, 64, 128, 256)
-OPTIMIZER_NAMES = tuple(OPTIMIZERS)  # ("SGD", "Adam", "RMSprop")
+# The keys of model.loops.OPTIMIZERS, written out so that tools which only read a study
+# (export, report, dashboard) need not import torch; a test keeps the two equal.
+OPTIMIZER_NAMES = ("SGD", "Adam", "RMSprop")
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,49 @@ class Hyperparameters:
         """The point as Optuna parameters, e.g. for ``study.enqueue_trial``."""
         return asdict(self)
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Hyperparameters:
+        """Read a point back from stored or exported parameters, checking it can train.
+
+        Raises:
+            ValueError: a parameter is missing, garbled or cannot be trained with.
+        """
+        try:
+            point = cls(lr=float(params["lr"]), batch_size=int(params["batch_size"]),
+                        optimizer=str(params["optimizer"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the configuration's params {dict(params)} lack or garble {exc}; "
+                             "it needs lr, batch_size and optimizer.") from None
+        if not (math.isfinite(point.lr) and point.lr > 0) or point.batch_size < 1:
+            raise ValueError(f"the configuration's params {dict(params)} cannot be trained with.")
+        if point.optimizer not in OPTIMIZER_NAMES:
+            raise ValueError(f"the configuration's optimizer {point.optimizer!r} is not one of "
+                             f"{', '.join(OPTIMIZER_NAMES)}.")
+        return point
+
 
 # The tutorial's own configuration: the first trial of every new study, the baseline to beat.
 TUTORIAL = Hyperparameters(lr=1e-3, batch_size=64, optimizer="SGD")
+
+# How describe() names a parameter, and the order it writes them in; others follow as stored.
+_SHORT_NAMES = {"optimizer": "", "lr": "lr", "batch_size": "batch"}
+
+
+def describe(params: Mapping[str, Any]) -> str:
+    """A configuration in a few words, e.g. ``Adam lr 0.000294 batch 16``.
+
+    Every tool writes configurations this way. Parameters beyond the tutorial space's are
+    appended as ``name value``; a missing one is simply left out.
+    """
+    words = []
+    ordered = [key for key in _SHORT_NAMES if key in params]
+    ordered += [key for key in params if key not in _SHORT_NAMES]
+    for key in ordered:
+        value = params[key]
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        name = _SHORT_NAMES.get(key, key)
+        words.append(f"{name} {text}" if name else text)
+    return " ".join(words)
 
 
 def suggest(trial: optuna.Trial) -> Hyperparameters:

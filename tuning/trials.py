@@ -1,11 +1,9 @@
-"""Parallel workers: trials toward a study-wide target, and N worker processes on one study.
+"""Trials toward a study-wide target, however many processes work on the study.
 
 Every process that runs trials (a lone ``python -m tuning.search``, each worker of
 ``--workers N``, the same command on other machines) runs them through ``run_trials``: before
 each trial it counts the study's finished and running trials and starts one only while they
 fall short of ``--n-trials``, so any number of processes stop together at the target.
-``supervise`` starts the worker processes of one machine, prefixes their lines with
-``[w1]``, ``[w2]``, ... and passes Ctrl-C on to them.
 """
 
 from __future__ import annotations
@@ -15,26 +13,21 @@ import hashlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuning.protocol import WORKER_ATTR
 from tuning.study import FINISHED
 
-WORKER_ATTR = "worker"  # trial user attribute: host:pid of the process that ran the trial
-WORKER_FLAG = "--worker"  # hidden flag: "you are worker k", added to each worker's command line
-POLL_S = 0.2  # how often the supervisor looks at its workers
-INTERRUPT_WAIT_S = 60  # after Ctrl-C, how long workers get to mark their trial failed and exit
+POLL_S = 0.2  # how often a process waiting for others' last trials looks again
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -212,121 +205,3 @@ def _loop(
         interrupt.check()
     finally:
         gate.release()
-
-
-@dataclass(frozen=True)
-class WorkerExit:
-    """How one worker process ended."""
-
-    index: int  # 1-based, as in the [w1] prefix
-    pid: int
-    status: int  # its exit status; negative: killed by that signal, as subprocess reports it
-
-    def describe(self) -> str:
-        """E.g. 'worker w2 (pid 4711) was killed by SIGKILL'."""
-        who = f"worker w{self.index} (pid {self.pid})"
-        if self.status < 0:
-            return f"{who} was killed by {signal.Signals(-self.status).name}"
-        return f"{who} exited with status {self.status}"
-
-
-@dataclass
-class Supervision:
-    """What became of the workers of one run."""
-
-    exits: list[WorkerExit] = field(default_factory=list)
-    interrupted: bool = False  # Ctrl-C reached the supervisor and was passed on
-
-    @property
-    def failed(self) -> list[WorkerExit]:
-        """Workers that ended for another reason than finishing or being interrupted."""
-        ok = (0, 130) if self.interrupted else (0,)
-        return [e for e in self.exits if e.status not in ok]
-
-
-def _relay(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock) -> None:
-    for line in stream:
-        with lock:
-            out.write(f"{prefix}{line}")
-            out.flush()
-
-
-def supervise(
-    command: Sequence[str],
-    workers: int,
-    *,
-    out: IO[str] | None = None,
-    err: IO[str] | None = None,
-    on_exit: Callable[[WorkerExit], None] | None = None,
-) -> Supervision:
-    """Run ``workers`` copies of ``command`` plus ``--worker k`` and wait for all of them.
-
-    Each worker's stdout and stderr lines are written to ``out`` and ``err`` (default: this
-    process's) prefixed ``[wk] ``. The workers run in their own process group, so a Ctrl-C
-    at the terminal reaches only this process, which passes SIGINT to each worker once and
-    gives them ``INTERRUPT_WAIT_S`` seconds to mark their trial failed and exit (then kills
-    them). ``on_exit`` is called as soon as a worker ends with a status other than 0.
-
-    Returns:
-        How each worker ended, and whether the run was interrupted.
-    """
-    out = out or sys.stdout
-    err = err or sys.stderr
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    lock = threading.Lock()
-    procs: list[subprocess.Popen] = []
-    relays: list[threading.Thread] = []
-    result = Supervision()
-    try:
-        for k in range(1, workers + 1):
-            proc = subprocess.Popen(
-                [*command, WORKER_FLAG, str(k)], stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
-            )
-            procs.append(proc)
-            for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
-                relay = threading.Thread(target=_relay, args=(stream, f"[w{k}] ", sink, lock),
-                                         daemon=True)
-                relay.start()
-                relays.append(relay)
-        pending = dict(enumerate(procs, start=1))
-        while pending:
-            for k, proc in list(pending.items()):
-                if proc.poll() is not None:
-                    del pending[k]
-                    result.exits.append(WorkerExit(k, proc.pid, proc.returncode))
-                    if proc.returncode != 0 and on_exit is not None:
-                        on_exit(result.exits[-1])
-            time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits too
-        try:
-            _interrupt(procs, result)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    finally:
-        for proc in procs:  # only reached with live workers if this process itself failed
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for relay in relays:
-            relay.join(timeout=5)
-    result.exits.sort(key=lambda e: e.index)
-    return result
-
-
-def _interrupt(procs: list[subprocess.Popen], result: Supervision) -> None:
-    done = {e.index for e in result.exits}
-    live = [(k, p) for k, p in enumerate(procs, start=1) if k not in done]
-    for _, proc in live:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + INTERRUPT_WAIT_S
-    for k, proc in live:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        result.exits.append(WorkerExit(k, proc.pid, proc.returncode))

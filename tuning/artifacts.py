@@ -1,0 +1,230 @@
+"""Every file the suite writes and reads, each format's writer beside its reader.
+
+``studies/<study>-best.json`` (the chosen configuration, by ``export``), ``<study>-trials.csv``
+(every trial), ``<study>-model.pt`` (the retrained weights) and ``<study>-test.json`` (the test
+metrics, by ``train``). Every file is written atomically: an interrupted tool leaves the old
+file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuning.errors import StudyError
+from tuning.protocol import HISTORY_KEYS, SEED_ATTR, THREADS_ATTR
+from tuning.selection import chosen
+from tuning.storage import Location
+from tuning.study import DEFAULT_STUDY_NAME, count_states, load_study
+
+DEFAULT_OUT = Path("studies")
+LOAD_CALL = "NeuralNetwork().load_state_dict(torch.load(PATH, weights_only=True))"
+_CONFIG_KEYS = ("study_name", "trial_number", "params", "validation_accuracy", "epochs",
+                "data_split")  # what a retrain needs from a best-configuration file
+
+
+def write_atomically(path: Path, text: str | bytes) -> None:
+    """Write via a temporary file and a rename, so an interrupted tool leaves no half file.
+
+    ``text`` is written as UTF-8; bytes (weights, pictures) are written as they are. The file
+    gets the permissions a plain ``open`` would give it (the temporary file's are owner-only).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that decide a trial's numbers.
+
+    Read from the installed packages' metadata, not by importing them: tools that only read a
+    study (export, report) never load torch (about 700 MB of memory and seconds to import).
+    Where torch is loaded already, its own version string is used, which names the build
+    (e.g. ``2.14.1+cu130``; the package metadata says ``2.14.1``).
+    """
+    versions = {name: version(name) for name in ("torch", "torchvision", "optuna", "pandas")}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        versions["torch"] = torch.__version__
+    return {"python": platform.python_version(), **versions}
+
+
+def now() -> str:
+    """The current UTC time as the files record it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- <study>-best.json and <study>-trials.csv ---------------------------------------------
+
+def best_config(study: optuna.Study) -> dict[str, Any]:
+    """The study's chosen trial and what is needed to reproduce it, as a JSON-ready dict.
+
+    Raises:
+        StudyError: the study has no completed trial.
+    """
+    choice = chosen(study)
+    best, attrs = choice.trial, study.user_attrs
+    return {
+        "study_name": study.study_name,
+        "trial_number": best.number,
+        "params": best.params,
+        "validation_accuracy": best.value,
+        "selected_by": choice.selected_by,
+        "confirmation": choice.table,
+        "epochs": attrs.get("epochs"),
+        "seed": attrs.get("seed"),
+        "trial_seed": best.user_attrs.get(SEED_ATTR),
+        "trial_threads": best.user_attrs.get(THREADS_ATTR),
+        "data_split": {key: attrs.get(key) for key in ("train_size", "val_size", "split_seed")},
+        "history": {key: best.user_attrs.get(key) for key in HISTORY_KEYS},
+        "trials": count_states(study),
+        "versions": library_versions(),
+        "exported_at": now(),
+    }
+
+
+def export(study: optuna.Study, out: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """Write ``<study>-best.json`` and ``<study>-trials.csv`` into ``out``.
+
+    Returns both paths and the configuration written.
+
+    Raises:
+        StudyError: the study has no completed trial.
+    """
+    config = best_config(study)
+    json_path = out / f"{study.study_name}-best.json"
+    csv_path = out / f"{study.study_name}-trials.csv"
+    write_atomically(json_path, json.dumps(config, indent=2) + "\n")
+    write_atomically(csv_path, study.trials_dataframe(multi_index=False).to_csv(index=False))
+    return json_path, csv_path, config
+
+
+def read_best_config(path: Path) -> dict[str, Any]:
+    """Read a best-configuration JSON written by ``export``.
+
+    Raises:
+        ValueError: the file is missing, is not JSON, or lacks what a retrain needs.
+    """
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"--config {path} does not exist; python -m tuning.export "
+                         "writes it (studies/<study>-best.json).") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--config {path} is not a JSON file: {exc}.") from None
+    missing = [key for key in _CONFIG_KEYS if not isinstance(config, dict) or key not in config]
+    if missing:
+        raise ValueError(f"--config {path} is not a best configuration from "
+                         f"python -m tuning.export: it lacks {', '.join(missing)}.")
+    split = config["data_split"]
+    if not isinstance(split, dict) or not all(
+        isinstance(split.get(key), int) for key in ("val_size", "split_seed")
+    ):
+        raise ValueError(f"--config {path} has no val_size and split_seed in its data_split; "
+                         "export the study again with python -m tuning.export.")
+    if not isinstance(config["epochs"], int) or config["epochs"] < 1:
+        raise ValueError(f"--config {path} has epochs {config['epochs']!r}; export the study "
+                         "again with python -m tuning.export.")
+    return config
+
+
+def retrain_source(config_path: Path | None, study_name: str | None, storage: str | None
+                   ) -> tuple[dict[str, Any], optuna.Study | None, str]:
+    """The configuration to retrain, the study to record its test result on, and a line.
+
+    From the best-configuration file ``config_path`` where given (recorded on its study in
+    ``storage``, else in the default file if that holds it), else from the study itself.
+
+    Raises:
+        ValueError, StudyError: the file or study cannot be read, or they disagree.
+    """
+    if config_path is None:
+        name = study_name or DEFAULT_STUDY_NAME
+        location = Location.of(storage, name)
+        study = load_study(location, name)
+        return best_config(study), study, f"recorded on study {name!r} in {location.url}"
+    config = read_best_config(config_path)
+    name = config["study_name"]
+    if study_name is not None and study_name != name:
+        raise ValueError(f"--study-name {study_name!r} does not match the study "
+                         f"{name!r} that --config {config_path} names; leave it out.")
+    if storage is not None:  # asked for: it must be there
+        study = load_study(Location.parse(storage), name)
+        return config, study, f"recorded on study {name!r} in {storage}"
+    location = Location.default(name)
+    try:
+        study = load_study(location, name)
+    except StudyError:
+        return config, None, (f"not recorded on a study: {location.url} holds no study "
+                              f"{name!r} (pass --storage to record it)")
+    return config, study, f"recorded on study {name!r} in {location.url}"
+
+
+# --- <study>-model.pt and <study>-test.json ------------------------------------------------
+
+def weights_path(out: Path, study_name: str) -> Path:
+    """Where the retrained ``state_dict`` of ``study_name`` lands."""
+    return out / f"{study_name}-model.pt"
+
+
+def write_weights(path: Path, state_dict: dict[str, Any]) -> None:
+    """Save a ``state_dict`` (moved to the CPU) with ``torch.save``; load it with LOAD_CALL."""
+    import io
+
+    import torch  # here, not at the top: the tools that only read a study never need it
+
+    buffer = io.BytesIO()
+    torch.save({key: value.cpu() for key, value in state_dict.items()}, buffer)
+    write_atomically(path, buffer.getvalue())
+
+
+def metrics_path(out: Path, study_name: str) -> Path:
+    """Where the test metrics JSON of ``study_name`` lands."""
+    return out / f"{study_name}-test.json"
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Write the test metrics of a retrain."""
+    write_atomically(path, json.dumps(metrics, indent=2) + "\n")
+
+
+def read_metrics(path: Path, study_name: str) -> dict[str, Any]:
+    """Read a test metrics JSON written by ``python -m tuning.train`` for ``study_name``.
+
+    Raises:
+        ValueError: the file is not JSON, or is of another study.
+    """
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read the test metrics {path}: {exc}.") from None
+    if not isinstance(metrics, dict) or "confusion_matrix" not in metrics:
+        raise ValueError(f"{path} is not a test metrics file of python -m tuning.train.")
+    if metrics.get("study_name") != study_name:
+        raise ValueError(f"{path} holds the test result of study {metrics.get('study_name')!r}, "
+                         f"not of {study_name!r}; pass the right --metrics.")
+    return metrics
+

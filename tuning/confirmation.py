@@ -1,0 +1,128 @@
+"""Train a study's best configurations again from fresh seeds: the plan and the runs.
+
+``tuning.selection`` explains why (a trial's value is partly luck) and reads the result; this
+module plans the runs (the ``top`` best distinct configurations x ``seeds`` seeds the search
+never used, on the search's own split and epochs) and trains them, in this process or in a
+pool of worker processes. The caller records each run as it ends (``selection.record_run``),
+so an interrupted confirmation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from model.data import TrainValSplit, load_searched_split
+from model.loops import flush_denormals, warm_up_optimizers
+from tuning.errors import StudyError
+from tuning.protocol import CONFIRM_PLAN_ATTR, StudyRecord, derive_seed
+from tuning.retrain import Diverged, retrain
+from tuning.selection import Run, candidates, recorded_runs
+from tuning.space import Hyperparameters
+
+
+@dataclass(frozen=True)
+class Task:
+    """One fresh-seed run to make."""
+
+    trial: int
+    params: dict[str, Any]
+    seed: int
+    epochs: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The trials to confirm, the runs still missing, and the plan as the study records it."""
+
+    trials: list[FrozenTrial]
+    tasks: list[Task]
+    record: dict[str, Any]  # stored as the study's confirm_plan attribute
+
+
+def plan(study: optuna.Study, record: StudyRecord, top: int, seeds: int) -> Plan:
+    """Plan the confirmation of ``study``: what to train, skipping runs already recorded.
+
+    Raises:
+        StudyError: the study has no completed trial.
+    """
+    chosen = candidates(study, top)
+    if not chosen:
+        raise StudyError(f"study {study.study_name!r} has no completed trial yet; run "
+                         f"python -m tuning.search --study-name {study.study_name} first.")
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    tasks = []
+    for trial in chosen:
+        done = {r["seed"] for r in recorded_runs(study, trial.number)}
+        for k in range(1, seeds + 1):
+            seed = derive_seed(record.seed, trial.number, k)
+            if seed not in done:
+                tasks.append(Task(trial.number, trial.params, seed, record.epochs))
+    return Plan(chosen, tasks, {"trials": [t.number for t in chosen], "seeds": seeds,
+                                "study_seed": record.seed, "complete_trials": complete})
+
+
+def save_plan(study: optuna.Study, planned: Plan) -> None:
+    """Record the plan on the study: a choice is only made once all of it has run."""
+    study.set_user_attr(CONFIRM_PLAN_ATTR, planned.record)
+
+
+# A worker process's data and device (set once by _start_worker, or by use() for one process).
+_WORKER: dict[str, Any] = {}
+
+
+def use(data: TrainValSplit, device: torch.device) -> None:
+    """Train this process's runs on ``data`` and ``device`` (``run_all`` with one worker)."""
+    _WORKER.update(data=TrainValSplit(data.train.to(device), data.val.to(device), data.seed),
+                   device=device)
+    warm_up_optimizers()
+
+
+def _start_worker(data_dir: Path, val_size: int, split_seed: int) -> None:
+    # Ctrl-C is the parent's to handle: it keeps what is recorded and stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    flush_denormals()
+    torch.set_num_threads(1)  # the machine's threads are shared out between the workers
+    use(load_searched_split(data_dir, val_size, split_seed, download=False)[1],
+        torch.device("cpu"))
+
+
+def _run(task: Task) -> Run:
+    data, start = _WORKER["data"], time.perf_counter()
+    try:
+        history = retrain(Hyperparameters.from_params(task.params), data.train, data.val,
+                          task.epochs, task.seed, _WORKER["device"]).history
+    except Diverged as exc:  # a run that diverges scores what its network still scores
+        history = exc.history
+    accuracies = history["val_accuracy"]
+    return Run(task.trial, task.seed, accuracies[-1], max(accuracies),
+               time.perf_counter() - start, torch.get_num_threads())
+
+
+def run_all(tasks: list[Task], workers: int, data_dir: Path, record: StudyRecord
+            ) -> Iterator[Run]:
+    """Run ``tasks`` here (data set by ``use``) or in ``workers`` processes, as they end.
+
+    Each worker process loads the split from ``data_dir`` itself and trains with one torch
+    thread, so the machine's cores are shared out between them.
+    """
+    if workers == 1:
+        yield from map(_run, tasks)
+        return
+    init = (data_dir, record.val_size, record.split_seed)
+    pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, init)
+    try:
+        yield from pool.imap_unordered(_run, tasks)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()

@@ -1,0 +1,97 @@
+"""The study's record: binding metadata, trial attribute names and seeds, in one place.
+
+A study written by ``python -m tuning.search`` is a complete record that later tools (confirm,
+export, train, report) read back. This module is the only one that knows the keys under
+which that record is stored, so a tool asks for ``StudyRecord.from_attrs(study.user_attrs)``
+instead of knowing ``"val_size"`` by heart. The keys are part of the file format: studies
+written by earlier versions must keep loading, so they never change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from tuning.errors import StudyError
+
+# Study user attributes whose values fix what a trial's value means; a resume must match them.
+BINDING_KEYS = ("epochs", "val_size", "split_seed")
+METRIC_NAME = "val_accuracy"  # what a trial's value is: its best validation accuracy
+
+# Trial user attributes.
+SEED_ATTR = "seed"  # the trial's own seed: weights and shuffling
+PRECISION_ATTR = "precision"  # fp32 or bf16, the arithmetic it trained in
+THREADS_ATTR = "torch_threads"  # its torch.get_num_threads(): CPU sums depend on it
+WORKER_ATTR = "worker"  # host:pid of the process that ran it
+PRUNED_REASON_ATTR = "pruned_reason"  # why a pruned trial stopped
+DIVERGED = "diverged"  # how the pruned_reason of a NaN or infinite run begins
+# Per-epoch histories (lists, one entry per epoch), stored as trial user attributes.
+HISTORY_KEYS = ("train_loss", "val_loss", "val_accuracy", "epoch_seconds")
+BASELINE_ATTRS = {"baseline": "tutorial"}  # marks the tutorial configuration's trial
+
+# Study user attributes of the confirmation (python -m tuning.confirm).
+CONFIRM_PLAN_ATTR = "confirm_plan"  # which trials, how many seeds, the study's size then
+CONFIRM_RUNS_PREFIX = "confirm_trial_"  # + trial number: that trial's fresh-seed runs
+
+# Study user attributes of the test result (python -m tuning.train); flat, so the dashboard
+# lists them.
+TEST_ATTRS = ("test_accuracy", "test_loss", "test_trial", "test_train_on", "test_epochs",
+              "test_seed")
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What a study was searched with: recorded at creation, read by every later tool."""
+
+    epochs: int  # epochs per trial
+    val_size: int  # training images held out for validation
+    split_seed: int  # the seed of the train/validation permutation
+    train_size: int | None = None  # images trained on; None in a record that lacks it
+    seed: int = 0  # the search's --seed: trial seeds derive from it
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The record as study user attributes."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    def binding(self) -> dict[str, Any]:
+        """The attributes a resumed study must match."""
+        return {key: getattr(self, key) for key in BINDING_KEYS}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any], study_name: str) -> StudyRecord:
+        """Read the record back from a study's user attributes.
+
+        Raises:
+            StudyError: a binding attribute is missing: the study was not made by the search.
+        """
+        missing = [key for key in BINDING_KEYS if key not in attrs]
+        if missing:
+            raise StudyError(
+                f"study {study_name!r} lacks {', '.join(missing)}: it was not made by "
+                "python -m tuning.search, so its split is unknown."
+            )
+        train_size = attrs.get("train_size")
+        return cls(
+            epochs=int(attrs["epochs"]), val_size=int(attrs["val_size"]),
+            split_seed=int(attrs["split_seed"]),
+            train_size=None if train_size is None else int(train_size),
+            seed=int(attrs.get("seed") or 0),
+        )
+
+
+def derive_seed(study_seed: int, trial_number: int, k: int = 0) -> int:
+    """A 32-bit seed for trial ``trial_number`` of a study seeded ``study_seed``.
+
+    ``k`` = 0 gives the trial's own seed (the search's); ``k`` = 1, 2, ... give the fresh
+    seeds of its confirmation runs, independent streams that never repeat the trial's own.
+    """
+    entropy = [study_seed, trial_number] + ([k] if k else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def confirm_runs_key(trial_number: int) -> str:
+    """The study user attribute that holds ``trial_number``'s confirmation runs."""
+    return f"{CONFIRM_RUNS_PREFIX}{trial_number}"

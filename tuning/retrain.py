@@ -1,0 +1,113 @@
+"""Train a configuration again the way a search trial did: seeded start and retrain.
+
+``seeded_start`` fixes the order of the seeded draws for a trial and for every later run of its
+configuration (``tuning.confirm``, ``tuning.train``), so the same seed replays the same run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from model.data import Tensors
+from model.loops import EpochResult, make_optimizer, run_epochs
+from model.network import NeuralNetwork
+from tuning.space import Hyperparameters
+
+
+def seeded_start(
+    params: Hyperparameters, seed: int, device: torch.device
+) -> tuple[NeuralNetwork, torch.optim.Optimizer, torch.Generator]:
+    """A fresh network, its optimizer and the shuffling generator, all from ``seed``."""
+    torch.manual_seed(seed)
+    model = NeuralNetwork().to(device)
+    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
+    return model, optimizer, torch.Generator().manual_seed(seed)
+
+
+class Diverged(ValueError):
+    """A retrain's training loss turned NaN or infinite; ``history`` holds its epochs so far."""
+
+    def __init__(self, message: str, history: dict[str, list[float]]) -> None:
+        super().__init__(message)
+        self.history = history
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """The retrained network and its per-epoch history."""
+
+    model: NeuralNetwork
+    history: dict[str, list[float]]
+    seconds: float
+    kept_epoch: int  # the epoch whose weights ``model`` holds
+
+
+def retrain(
+    params: Hyperparameters,
+    train: Tensors,
+    val: Tensors | None,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> Retrained:
+    """Train a fresh network the way a search trial does; score ``val`` after each epoch.
+
+    The network's weights and the shuffling come from ``seed`` (``seeded_start``), so the best
+    trial's seed, data and epochs replay that trial. With ``val``, the returned model holds the
+    weights of the epoch with the best validation accuracy (the epoch a trial's value comes
+    from); without it, those of the last epoch. Float32 on purpose: the final model is trained
+    and scored at full precision.
+
+    Raises:
+        Diverged: the training loss turned NaN or infinite (a ``ValueError``).
+    """
+    train, val = train.to(device), val.to(device) if val is not None else None
+    model, optimizer, shuffle = seeded_start(params, seed, device)
+    history: dict[str, list[float]] = {"train_loss": [], "epoch_seconds": []}
+    if val is not None:
+        history |= {"val_loss": [], "val_accuracy": []}
+    best_accuracy, kept_epoch, kept_state = -1.0, epochs, None
+    begin = time.perf_counter()
+    for result in run_epochs(model, optimizer, train, val, epochs=epochs,
+                             batch_size=params.batch_size, generator=shuffle):
+        history["train_loss"].append(round(result.train_loss, 6))
+        history["epoch_seconds"].append(round(result.seconds, 3))
+        if result.val_loss is not None and result.val_accuracy is not None:
+            history["val_loss"].append(round(result.val_loss, 6))
+            history["val_accuracy"].append(result.val_accuracy)
+            if result.val_accuracy > best_accuracy:
+                best_accuracy, kept_epoch = result.val_accuracy, result.epoch
+                kept_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(result)
+        if not math.isfinite(result.train_loss):
+            raise Diverged(f"the training loss turned {result.train_loss} in epoch "
+                           f"{result.epoch} (lr {params.lr:.3g}); this configuration diverges "
+                           f"from seed {seed}. Try another --seed.", history)
+    seconds = time.perf_counter() - begin
+    if kept_state is not None:
+        model.load_state_dict(kept_state)
+    return Retrained(model, history, seconds, kept_epoch)
+
+
+def replays_trial(config: dict[str, Any], history: dict[str, list[float]], epochs: int, seed: int,
+             train_on: str) -> bool | None:
+    """Whether a retrain's validation curve equals its trial's; None where not comparable.
+
+    Comparable only when it retrained the trial's own images (``train_on`` "train") from the
+    trial's seed for the study's epochs, as recorded in the exported ``config``.
+    """
+    searched = (config.get("history") or {}).get("val_accuracy")
+    if train_on != "train" or not searched or seed != config.get("trial_seed"):
+        return None
+    if epochs != config.get("epochs"):
+        return None
+    return history["val_accuracy"] == searched

@@ -1,0 +1,92 @@
+"""What python -m tuning.search prints: a line per trial, live epochs, the summary."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from model.loops import EpochResult
+from tuning.protocol import DIVERGED, PRUNED_REASON_ATTR
+from tuning.space import describe
+from tuning.study import count_finished, count_states, is_baseline
+
+PARAMS_WIDTH = 30  # describe(params) padded to this, so the trial lines stay in columns
+
+
+class Progress:
+    """Prints a line per finished trial; on a terminal, also a live line per epoch."""
+
+    def __init__(self, target: int, live: bool) -> None:
+        self.target = target
+        self.live = live
+
+    def epoch(self, trial: int, result: EpochResult) -> None:
+        if self.live:
+            print(
+                f"\r  trial {trial} epoch {result.epoch}/{result.epochs}: "
+                f"val acc {result.val_accuracy:.4f}, {result.seconds:.1f} s/epoch   ",
+                end="", file=sys.stderr, flush=True,
+            )
+
+    def trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+        finished = count_finished(study)
+        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        state = trial.state.name
+        if trial.state == TrialState.PRUNED:
+            diverged = trial.user_attrs.get(PRUNED_REASON_ATTR, "").startswith(DIVERGED)
+            state += " nan" if diverged else f" @{trial.last_step}"
+        value = "  -   " if trial.value is None else f"{trial.value:.4f}"
+        try:
+            best = f"{study.best_value:.4f}"
+        except ValueError:  # no completed trial yet
+            best = "  -   "
+        params = describe(trial.params).ljust(PARAMS_WIDTH)
+        print(
+            f"[{finished:>3}/{self.target}] trial {trial.number:>3}  {params} "
+            f"{state:<11} val acc {value}  best {best}  {seconds:6.1f} s",
+            flush=True,
+        )
+
+
+def summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
+    counts = count_states(study)
+    lines = [
+        f"Trials: {counts['complete']} complete, {counts['pruned']} pruned, "
+        f"{counts['fail']} failed."
+    ]
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if completed:
+        best = study.best_trial
+        lines.append(f"Best trial {best.number}: validation accuracy {best.value:.4f}")
+        lines += [f"  {key}: {value}" for key, value in best.params.items()]
+        baseline = [t for t in completed if is_baseline(t)]
+        if baseline:
+            lines.append(
+                f"Tutorial configuration (trial {baseline[0].number}): "
+                f"validation accuracy {baseline[0].value:.4f}"
+            )
+    quoted = shlex.quote(storage_url)
+    lines += [
+        f"Browse it:  optuna-dashboard {quoted}",
+        f"Confirm it: python -m tuning.confirm --study-name {shlex.quote(study_name)} "
+        f"--storage {quoted}   (the best configurations again, from fresh seeds)",
+        f"Export it:  python -m tuning.export --study-name {shlex.quote(study_name)} "
+        f"--storage {quoted}",
+    ]
+    return "\n".join(lines)
+
+
+def interrupted(study: optuna.Study, target: int, storage_url: str, workers: int) -> None:
+    """Say how many trials are kept after an interruption, and how to finish the rest."""
+    print(
+        f"\nInterrupted. {count_finished(study)} of {target} trials are "
+        f"finished and saved in {storage_url}; the interrupted "
+        f"{'ones are' if workers > 1 else 'one is'} marked failed. Run the same "
+        "command again to finish the rest.",
+        file=sys.stderr,
+    )

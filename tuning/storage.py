@@ -1,0 +1,210 @@
+"""Where a study lives: a storage URL parsed once into a ``Location``, and opening it.
+
+Three kinds of storage: a SQLite file (the default, ``studies/<study>.db``), an Optuna journal
+file (a path ending in ``.log``, for file systems that several machines mount) and a database
+server (PostgreSQL, MySQL: any URL SQLAlchemy and Optuna accept). ``tuning.storage_checks``
+checks a location before anything is written to it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sqlite3
+import warnings
+import weakref
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from tuning.errors import StudyError
+
+SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite lock instead of failing at once
+HEARTBEAT_S = 10  # default --heartbeat: a running trial records that it is alive this often
+GRACE_HEARTBEATS = 3  # silent for this many heartbeats: its worker is dead, fail and retry it
+MAX_RETRIES = 2  # a trial whose worker died this often is left failed: it may be the cause
+JOURNAL_SUFFIX = ".log"  # a --storage path ending so is an Optuna journal file
+
+# SQLAlchemy driver name -> the pip package that provides it.
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "pymysql",
+    "mysqldb": "mysqlclient",
+    "mysqlconnector": "mysql-connector-python",
+}
+_URL_EXAMPLES = (
+    "sqlite:///studies/NAME.db, postgresql+psycopg://USER@HOST/DB or studies/NAME.log (journal)"
+)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A storage URL, checked and classified once."""
+
+    url: str  # as the user gave it (or the default), for messages and commands
+    kind: Literal["sqlite", "journal", "server"]
+    path: Path | None  # the file of a SQLite or journal storage; None for a server
+    driver: str = ""  # SQLAlchemy's driver name (a server's, e.g. "psycopg")
+
+    @classmethod
+    def parse(cls, url: str) -> Location:
+        """Classify ``url`` without touching anything.
+
+        Raises:
+            StudyError: not a database URL, an unknown scheme, or an in-memory SQLite.
+        """
+        if "://" not in url and url.endswith(JOURNAL_SUFFIX):
+            return cls(url, "journal", Path(url))
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StudyError(
+                f"--storage {url!r} is not a database URL; use e.g. {_URL_EXAMPLES}."
+            ) from None
+        try:
+            parsed.get_dialect()
+        except NoSuchModuleError:
+            raise StudyError(
+                f"--storage {url!r} has an unknown scheme {parsed.drivername!r}; "
+                f"use e.g. {_URL_EXAMPLES}."
+            ) from None
+        if parsed.get_backend_name() != "sqlite":
+            return cls(url, "server", None, parsed.get_driver_name())
+        if not parsed.database or parsed.database == ":memory:":
+            raise StudyError(
+                f"--storage {url!r} is an in-memory database that keeps nothing; "
+                "give a file, e.g. sqlite:///studies/NAME.db."
+            )
+        return cls(url, "sqlite", Path(parsed.database), parsed.get_driver_name())
+
+    @classmethod
+    def default(cls, study_name: str) -> Location:
+        """The embedded default: a SQLite file per study under studies/."""
+        return cls.parse(f"sqlite:///studies/{study_name}.db")
+
+    @classmethod
+    def of(cls, storage: str | None, study_name: str) -> Location:
+        """The location a tool's ``--storage`` flag names, or the study's default."""
+        return cls.parse(storage) if storage is not None else cls.default(study_name)
+
+
+def open_storage(
+    location: Location, *, heartbeat: int | None = None, write_ahead_log: bool = False
+) -> optuna.storages.BaseStorage:
+    """Open (creating if needed) the storage at ``location``; SQLite waits on locks.
+
+    Args:
+        location: where the study lives.
+        heartbeat: on a database, each running trial records a heartbeat every this many
+            seconds; one silent for ``GRACE_HEARTBEATS`` of them is failed and queued again
+            (``retry_stale_trial``). None: no heartbeats. Journal files have none in Optuna 5.
+        write_ahead_log: switch a SQLite file to write-ahead logging first, with commits
+            that do not wait for the disk (the search's many small commits get cheaper, most
+            of all on a busy machine). Off for tools that only read or write once: they leave
+            the file's bytes as they found them.
+
+    Raises:
+        StudyError: the storage cannot be opened (driver missing, server down, ...).
+    """
+    if location.kind == "journal":
+        assert location.path is not None
+        try:
+            location.path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(location.path)))
+        except OSError as exc:
+            raise StudyError(f"cannot open the journal {location.path}: {exc.strerror}.") from None
+    engine_kwargs: dict[str, Any] = {}
+    in_wal_mode = False  # a SQLite file this call switched to (or found in) WAL mode
+    if location.path is not None:
+        location.path.parent.mkdir(parents=True, exist_ok=True)
+        in_wal_mode = write_ahead_log and _use_write_ahead_log(location.path)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    beat: dict[str, Any] = {}
+    if heartbeat is not None:
+        beat = {
+            "heartbeat_interval": heartbeat,
+            "grace_period": GRACE_HEARTBEATS * heartbeat,
+            "heartbeat_stale_trial_callback": retry_stale_trial,
+        }
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental": nothing to act on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(location.url, engine_kwargs=engine_kwargs,
+                                                 **beat)
+    except ImportError:
+        package = _DRIVER_PACKAGES.get(location.driver, location.driver)
+        raise StudyError(
+            f"cannot open --storage {location.url!r}: its database driver {location.driver!r} "
+            f"is not installed; pip install '{package}' into this environment."
+        ) from None
+    except Exception as exc:  # SQLAlchemy's errors for unreachable servers and the like
+        message = " ".join(str(exc).split())[:300]
+        raise StudyError(f"cannot open --storage {location.url!r}: {message}") from None
+    if location.path is not None:
+        _close_at_exit(storage.engine)
+    if in_wal_mode:
+        # In WAL mode, NORMAL syncs at checkpoints instead of at every commit. A killed
+        # process still loses nothing committed; only a power cut may drop the last commits.
+        event.listen(storage.engine, "connect",
+                     lambda conn, _: conn.execute("PRAGMA synchronous=NORMAL"))
+        storage.engine.dispose()  # connections opened before the listener: closed, reopened
+    return storage
+
+
+def retry_stale_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a trial whose worker died again, with its parameters, seed and baseline mark.
+
+    Optuna calls this once for each trial whose heartbeat went stale, after marking it failed.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
+
+
+def heartbeat_of(storage: optuna.storages.BaseStorage) -> int | None:
+    """The storage's heartbeat interval in seconds, or None where it keeps no heartbeats."""
+    get = getattr(storage, "get_heartbeat_interval", None)
+    return get() if get is not None else None
+
+
+def _close_at_exit(engine: Engine) -> None:
+    """Close the engine's pooled SQLite connections when the process exits.
+
+    Interpreter shutdown need not close them, and the last connection to close is what folds a
+    write-ahead log back into the database file and removes it. Without this, a tool that wrote
+    to a WAL-mode study leaves its commits in ``<file>-wal``, and the next reader folds them in:
+    correct, but then a read-only tool changes the file's bytes.
+    """
+    ref = weakref.ref(engine)
+
+    def dispose() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.dispose()
+
+    atexit.register(dispose)
+
+
+def _use_write_ahead_log(path: Path) -> bool:
+    """Switch the SQLite file at ``path`` (created if missing) to write-ahead logging.
+
+    Returns whether the file is in WAL mode now. The mode is stored in the file, so every later
+    connection (other workers, the dashboard) uses it; readers no longer block writers, and a
+    commit no longer waits for the disk (see ``open_storage`` and ``benchmarks/storage.py``).
+    Where the mode cannot be set (a read-only file, a file system without shared memory), the
+    default journal stays: slower, equally correct.
+    """
+    try:
+        with closing(sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)) as conn:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    except sqlite3.Error:
+        return False
+    return str(mode).lower() == "wal"
