@@ -2,18 +2,22 @@
 
 These check the machinery only (tables, ratios, the targets line, the Spearman line); the
 numbers themselves come from full runs on the real data, quoted in docs/performance.md.
+They run in-process, except where the benchmark starts processes of its own (e2e): the search
+benchmark runs both searches as subprocesses, and ``--workers 2`` starts a process pool.
 """
 
 from __future__ import annotations
 
 import re
 
-from tests.conftest import run_cli
+import pytest
+
+from tests.conftest import run_cli, run_main, study_content
 
 
 def test_epoch_benchmark_prints_rates_ratios_and_targets_per_batch_size(tmp_path, idx_dir):
-    result = run_cli("benchmarks.epoch", "--data-dir", str(idx_dir), "--images", "128",
-                     "--repeats", "1", "--batch-sizes", "32", "64", cwd=tmp_path)
+    result = run_main("benchmarks.epoch", "--data-dir", str(idx_dir), "--images", "128",
+                      "--repeats", "1", "--batch-sizes", "32", "64", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = {int(m[1]): m[0] for m in re.finditer(r"^\s+(\d+) \|.*$", result.stdout, re.M)}
     assert set(rows) == {32, 64}
@@ -24,8 +28,8 @@ def test_epoch_benchmark_prints_rates_ratios_and_targets_per_batch_size(tmp_path
 
 
 def test_precision_benchmark_reports_spearman_speedup_and_a_verdict(tmp_path, idx_dir):
-    result = run_cli("benchmarks.precision", "--data-dir", str(idx_dir), "--val-size", "100",
-                     "--configs", "4", "--epochs", "1", cwd=tmp_path)
+    result = run_main("benchmarks.precision", "--data-dir", str(idx_dir), "--val-size", "100",
+                      "--configs", "4", "--epochs", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(re.findall(r"^ ?\d+ lr=.* fp32 [01]\.\d{4} .* bf16 [01]\.\d{4} ", result.stdout,
                           re.M)) == 4
@@ -34,10 +38,13 @@ def test_precision_benchmark_reports_spearman_speedup_and_a_verdict(tmp_path, id
     assert re.search(r"verdict: bf16 (may be the search default|stays opt-in)", result.stdout)
 
 
+@pytest.mark.e2e
 def test_search_benchmark_runs_both_searches_and_reads_their_progress(tmp_path, idx_dir):
-    result = run_cli("benchmarks.search", "--data-dir", str(idx_dir), "--val-size", "100",
-                     "--budget", "40", "--seeds", "3", "--target", "0.3",
-                     "--keep", str(tmp_path / "kept"), cwd=tmp_path)
+    # Each search's budget must cover starting Python, torch and the data, and one epoch: the
+    # suite's first epoch ended 7 s in at a load of 7 on 2 cores, 11 s in at a load of 11.
+    result = run_main("benchmarks.search", "--data-dir", str(idx_dir), "--val-size", "100",
+                      "--budget", "20", "--seeds", "3", "--target", "0.3",
+                      "--keep", str(tmp_path / "kept"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     line = re.search(r"seed 3: suite (\d+) trials, (\d+) epochs.*naive (\d+) trials, (\d+) "
                      r"epochs", result.stdout)
@@ -50,7 +57,7 @@ def test_search_benchmark_runs_both_searches_and_reads_their_progress(tmp_path, 
 
 
 def test_storage_benchmark_times_both_sqlite_modes_and_prints_the_ratio(tmp_path):
-    result = run_cli("benchmarks.storage", "--rounds", "1", "--epochs", "3", cwd=tmp_path)
+    result = run_main("benchmarks.storage", "--rounds", "1", "--epochs", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert re.search(r"rollback journal +\d+\.\d\d ms per epoch", result.stdout)
     assert re.search(r"write-ahead log +\d+\.\d\d ms per epoch", result.stdout)
@@ -58,9 +65,9 @@ def test_storage_benchmark_times_both_sqlite_modes_and_prints_the_ratio(tmp_path
 
 
 def test_train_on_benchmark_pairs_both_retrains_per_seed_and_gives_a_verdict(tmp_path, idx_dir):
-    result = run_cli("benchmarks.train_on", "--data-dir", str(idx_dir), "--val-size", "100",
-                     "--params", "Adam,1e-3,32", "--params", "SGD,0.05,64", "--seeds", "2",
-                     "--epochs", "2", cwd=tmp_path)
+    result = run_main("benchmarks.train_on", "--data-dir", str(idx_dir), "--val-size", "100",
+                      "--params", "Adam,1e-3,32", "--params", "SGD,0.05,64", "--seeds", "2",
+                      "--epochs", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = re.findall(r"^\[ ?\d+/8\] config (\d) seed +(\d+) (train\+val|train) +outer val acc "
                        r"[01]\.\d{4} \(weights of epoch ([12])\)", result.stdout, re.M)
@@ -74,24 +81,22 @@ def test_train_on_benchmark_pairs_both_retrains_per_seed_and_gives_a_verdict(tmp
                      result.stdout)
 
 
-def test_train_on_benchmark_takes_a_studys_best_configurations(tmp_path, idx_dir):
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    search = run_cli("tuning.search", "--storage", storage, "--data-dir", str(idx_dir),
-                     "--val-size", "100", "--n-trials", "3", "--epochs", "1",
-                     "--pruner", "none", cwd=tmp_path)
-    assert search.returncode == 0, search.stderr
-    result = run_cli("benchmarks.train_on", "--storage", storage, "--data-dir", str(idx_dir),
-                     "--val-size", "100", "--top", "2", "--seeds", "1", "--workers", "2",
-                     cwd=tmp_path)
+@pytest.mark.e2e
+def test_train_on_benchmark_takes_a_studys_best_configurations(tmp_path, searched):
+    before = study_content(searched.path)
+    result = run_cli("benchmarks.train_on", "--storage", searched.url, "--data-dir",
+                     str(searched.data), "--val-size", "100", "--top", "2", "--seeds", "1",
+                     "--workers", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "2 configuration(s) x 1 seed(s)" in result.stdout
-    assert "1 epochs each; 2 process(es) x 1 torch thread(s)" in result.stdout
+    assert "2 epochs each; 2 process(es) x 1 torch thread(s)" in result.stdout  # the study's
     assert len(re.findall(r"^\[ \d/4\] config", result.stdout, re.M)) == 4
+    assert study_content(searched.path) == before  # it only read the shared study
 
 
 def test_train_on_benchmark_refuses_a_missing_study_in_one_line(tmp_path):
-    result = run_cli("benchmarks.train_on", "--storage", f"sqlite:///{tmp_path / 'no.db'}",
-                     cwd=tmp_path)
+    result = run_main("benchmarks.train_on", "--storage", f"sqlite:///{tmp_path / 'no.db'}",
+                      cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "no.db" in result.stderr

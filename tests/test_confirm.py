@@ -15,7 +15,14 @@ import torch
 from optuna.trial import TrialState
 
 from model.data import load_split, locate, split_train_val
-from tests.conftest import ROOT, run_cli, study_content, write_fashion_mnist
+from tests.conftest import (
+    ROOT,
+    Searched,
+    run_cli,
+    run_main,
+    study_content,
+    write_fashion_mnist,
+)
 from tuning.objective import Objective
 from tuning.protocol import CONFIRM_PLAN_ATTR as PLAN_ATTR
 from tuning.protocol import CONFIRM_RUNS_PREFIX as RUNS_PREFIX
@@ -24,36 +31,22 @@ from tuning.selection import Run, record_run
 from tuning.selection import confirmed as choice
 
 STUDY = "fashion-mnist"
-VAL_SIZE = 100
+VAL_SIZE = 100  # the session study's --val-size
+SEARCH_SEED = 0  # the session study's --seed: conftest's SEARCHED_ARGS leave the default
+LONG_EPOCHS = 20  # the Ctrl-C tests' study: a run lasts ~1.5 s on one thread (40 before)
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory) -> dict:
-    """A finished 4-trial, 2-epoch study (no pruning) on synthetic data."""
-    tmp = tmp_path_factory.mktemp("confirm")
-    idx_dir = write_fashion_mnist(tmp / "fmnist")
-    url = f"sqlite:///{tmp / 's.db'}"
-    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
-                     "--val-size", str(VAL_SIZE), "--n-trials", "4", "--epochs", "2",
-                     "--pruner", "none", "--seed", "5", cwd=tmp)
-    assert result.returncode == 0, result.stderr
-    return {"dir": tmp, "url": url, "data": idx_dir}
+def _confirm(study: Searched, *args: str):
+    return run_main("tuning.confirm", "--storage", study.url, "--data-dir", str(study.data),
+                    *args, cwd=study.dir)
 
 
-def _confirm(searched: dict, *args: str, storage: str | None = None):
-    return run_cli("tuning.confirm", "--storage", storage or searched["url"], "--data-dir",
-                   str(searched["data"]), *args, cwd=searched["dir"])
-
-
-def _copy(searched: dict, tmp_path) -> str:
-    """A copy of the module's study, so a test may change it."""
-    (tmp_path / "s.db").write_bytes((searched["dir"] / "s.db").read_bytes())
-    return f"sqlite:///{tmp_path / 's.db'}"
-
-
+@pytest.mark.e2e
 def test_confirm_records_fresh_seed_runs_and_export_takes_the_best_mean(searched, tmp_path):
-    url = _copy(searched, tmp_path)
-    result = _confirm(searched, "--top", "2", "--seeds", "2", storage=url)
+    copy = searched.copy_to(tmp_path)
+    url = copy.url
+    result = run_cli("tuning.confirm", "--storage", url, "--data-dir", str(searched.data),
+                     "--top", "2", "--seeds", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "4 run(s) to go" in result.stdout
     # one progress line per run
@@ -66,8 +59,9 @@ def test_confirm_records_fresh_seed_runs_and_export_takes_the_best_mean(searched
     for trial in top2:
         record = study.user_attrs[f"{RUNS_PREFIX}{trial.number}"]
         seeds = [r["seed"] for r in record["runs"]]
-        assert sorted(seeds) == sorted(derive_seed(5, trial.number, k) for k in (1, 2))
-        assert derive_seed(5, trial.number) not in seeds  # never the search's own run
+        assert sorted(seeds) == sorted(derive_seed(SEARCH_SEED, trial.number, k)
+                                       for k in (1, 2))
+        assert derive_seed(SEARCH_SEED, trial.number) not in seeds  # never the search's own run
         assert record["params"] == trial.params and record["search_value"] == trial.value
     chosen, why = choice(study)
     assert chosen is not None and why.startswith("confirmed")
@@ -76,7 +70,7 @@ def test_confirm_records_fresh_seed_runs_and_export_takes_the_best_mean(searched
     assert f"Chosen: trial {chosen.trial.number}" in result.stdout
 
     out = tmp_path / "out"
-    result = run_cli("tuning.export", "--storage", url, "--out", str(out), cwd=tmp_path)
+    result = run_main("tuning.export", "--storage", url, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     config = json.loads((out / f"{STUDY}-best.json").read_text())
     assert config["trial_number"] == chosen.trial.number
@@ -85,14 +79,14 @@ def test_confirm_records_fresh_seed_runs_and_export_takes_the_best_mean(searched
 
 
 def test_a_confirmation_run_is_the_seeded_run_the_search_would_have_made(searched, tmp_path):
-    url = _copy(searched, tmp_path)
-    result = _confirm(searched, "--top", "1", "--seeds", "1", storage=url)
+    copy = searched.copy_to(tmp_path)
+    result = _confirm(copy, "--top", "1", "--seeds", "1")
     assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name=STUDY, storage=url)
+    study = optuna.load_study(study_name=STUDY, storage=copy.url)
     best = study.best_trial
     run = study.user_attrs[f"{RUNS_PREFIX}{best.number}"]["runs"][0]
     # A search trial given that seed, split and epochs here: the same numbers.
-    split = split_train_val(load_split(locate(searched["data"], download=False), "train"),
+    split = split_train_val(load_split(locate(searched.data, download=False), "train"),
                             VAL_SIZE, 0)
     replay = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     replay.enqueue_trial(best.params, user_attrs={"seed": run["seed"]})
@@ -102,14 +96,14 @@ def test_a_confirmation_run_is_the_seeded_run_the_search_would_have_made(searche
 
 
 def test_a_rerun_resumes_and_more_seeds_add_only_the_missing_runs(searched, tmp_path):
-    url = _copy(searched, tmp_path)
-    assert _confirm(searched, "--top", "2", "--seeds", "1", storage=url).returncode == 0
-    before = study_content(tmp_path / "s.db")
-    again = _confirm(searched, "--top", "2", "--seeds", "1", storage=url)
+    copy = searched.copy_to(tmp_path)
+    assert _confirm(copy, "--top", "2", "--seeds", "1").returncode == 0
+    before = study_content(copy.path)
+    again = _confirm(copy, "--top", "2", "--seeds", "1")
     assert again.returncode == 0, again.stderr
     assert "0 run(s) to go" in again.stdout
-    assert study_content(tmp_path / "s.db") == before  # nothing trained, nothing changed
-    more = _confirm(searched, "--top", "2", "--seeds", "2", storage=url)
+    assert study_content(copy.path) == before  # nothing trained, nothing changed
+    more = _confirm(copy, "--top", "2", "--seeds", "2")
     assert more.returncode == 0, more.stderr
     assert "2 run(s) to go" in more.stdout
 
@@ -178,32 +172,48 @@ def test_an_unfinished_or_outdated_confirmation_is_not_used(tmp_path):
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(searched, tmp_path, args, message):
-    url = _copy(searched, tmp_path)
-    before = study_content(tmp_path / "s.db")
+    copy = searched.copy_to(tmp_path)
+    before = study_content(copy.path)
     args = tuple(a.format(dir=tmp_path) for a in args)
-    result = run_cli("tuning.confirm", "--storage", url, "--data-dir", str(searched["data"]),
-                     *args, cwd=tmp_path)
+    result = _confirm(copy, *args)
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert study_content(tmp_path / "s.db") == before
+    assert study_content(copy.path) == before
     assert not (tmp_path / "nope.db").exists()
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_ctrl_c_keeps_the_finished_runs_and_a_rerun_does_the_rest(tmp_path, workers):
-    idx_dir = write_fashion_mnist(tmp_path / "fmnist")
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    # One trial of many epochs, so that each confirmation run lasts a moment.
-    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
-                     "--val-size", str(VAL_SIZE), "--n-trials", "1", "--epochs", "40",
-                     "--pruner", "none", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def long_searched(tmp_path_factory) -> Searched:
+    """A 1-trial study of LONG_EPOCHS epochs (no pruning): each confirmation run lasts a moment.
+
+    Its own settings: the session study's 2-epoch runs end too soon after one another for a
+    Ctrl-C to land reliably between the first recorded run and the last.
+    """
+    tmp = tmp_path_factory.mktemp("long")
+    study = Searched(tmp, tmp / "s.db", write_fashion_mnist(tmp / "fmnist"))
+    result = run_main("tuning.search", "--storage", study.url, "--data-dir", str(study.data),
+                      "--val-size", str(VAL_SIZE), "--n-trials", "1", "--epochs",
+                      str(LONG_EPOCHS), "--pruner", "none", cwd=tmp)
     assert result.returncode == 0, result.stderr
-    command = [sys.executable, "-m", "tuning.confirm", "--storage", url, "--data-dir",
-               str(idx_dir), "--top", "1", "--seeds", "4", "--workers", workers]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return study
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_keeps_the_finished_runs_and_a_rerun_does_the_rest(long_searched, tmp_path,
+                                                                   workers):
+    copy = long_searched.copy_to(tmp_path)
+    url = copy.url
+    args = ("--storage", url, "--data-dir", str(copy.data), "--top", "1", "--seeds", "4",
+            "--workers", workers)
+    # The interrupted run is a real process sent a real SIGINT. One torch thread (what each
+    # of --workers 2's processes has anyway), whatever the caller's OMP_NUM_THREADS: two
+    # threads on a busy 2-core machine make a run's length unpredictable.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "tuning.confirm", *args], cwd=tmp_path,
+                               env=env, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     for line in process.stdout:
         if line.startswith("[ 1/4]"):
             process.send_signal(signal.SIGINT)
@@ -216,8 +226,8 @@ def test_ctrl_c_keeps_the_finished_runs_and_a_rerun_does_the_rest(tmp_path, work
     runs = study.user_attrs[f"{RUNS_PREFIX}{study.best_trial.number}"]["runs"]
     assert 1 <= recorded == len(runs) < 4
     assert choice(study)[0] is None  # unfinished: export keeps the best trial by value
-    again = run_cli("tuning.confirm", "--storage", url, "--data-dir", str(idx_dir),
-                    "--top", "1", "--seeds", "4", "--workers", workers, cwd=tmp_path)
+    # The rerun needs no signal: in-process (--workers 2 still starts its pool of processes).
+    again = run_main("tuning.confirm", *args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert f"{4 - recorded} run(s) to go" in again.stdout
     assert choice(optuna.load_study(study_name=STUDY, storage=url))[0] is not None

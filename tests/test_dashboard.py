@@ -1,4 +1,8 @@
-"""optuna-dashboard serves a study from a short search: per-epoch curves, params, attributes."""
+"""optuna-dashboard serves a study from a short search: per-epoch curves, params, attributes.
+
+It runs as a user runs it, a server in its own process (e2e), on the session's read-only
+``searched`` study (4 trials of 2 epochs; trial 2 pruned after its first epoch).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import SEARCHED_ARGS, study_content
 
-EPOCHS = 3
+pytestmark = pytest.mark.e2e
+
+EPOCHS = int(SEARCHED_ARGS[SEARCHED_ARGS.index("--epochs") + 1])
 
 
 def _free_port() -> int:
@@ -30,13 +36,9 @@ def _get(url: str) -> bytes:
 
 
 @pytest.fixture
-def dashboard(tmp_path, idx_dir):
-    """Base URL of optuna-dashboard serving a finished 3-trial, 3-epoch study."""
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir), "--val-size",
-                     "100", "--n-trials", "3", "--epochs", str(EPOCHS), "--pruner", "none",
-                     cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+def dashboard(searched):
+    """Base URL of optuna-dashboard serving the finished 4-trial, 2-epoch ``searched`` study."""
+    url, before = searched.url, study_content(searched.path)
     executable = Path(sys.executable).parent / "optuna-dashboard"
     command = [str(executable)] if executable.exists() else [shutil.which("optuna-dashboard")]
     port = _free_port()
@@ -57,6 +59,7 @@ def dashboard(tmp_path, idx_dir):
     finally:
         server.terminate()
         server.wait(timeout=10)
+    assert study_content(searched.path) == before  # the shared study stays as it was
 
 
 def test_dashboard_shows_epochs_params_and_trial_attributes(dashboard):
@@ -64,10 +67,12 @@ def test_dashboard_shows_epochs_params_and_trial_attributes(dashboard):
     assert [s["study_name"] for s in studies] == ["fashion-mnist"]
     detail = json.loads(_get(f"{dashboard}/api/studies/{studies[0]['study_id']}"))
     trials = detail["trials"]
-    assert len(trials) == 3
+    assert len(trials) == 4
+    assert [t["state"] for t in trials] == ["Complete", "Complete", "Pruned", "Complete"]
     for trial in trials:
         steps = [point["step"] for point in trial["intermediate_values"]]
-        assert steps == list(range(1, EPOCHS + 1))  # one curve point per epoch
+        epochs = 1 if trial["state"] == "Pruned" else EPOCHS  # pruned after its first epoch
+        assert steps == list(range(1, epochs + 1))  # one curve point per epoch
         assert {p["name"] for p in trial["params"]} == {"lr", "batch_size", "optimizer"}
         attrs = {a["key"] for a in trial["user_attrs"]}
         assert {"train_loss", "val_loss", "val_accuracy", "epoch_seconds", "seed"} <= attrs

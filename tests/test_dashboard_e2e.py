@@ -1,8 +1,9 @@
 """python -m tuning.dashboard in a real browser: Debian's headless Chromium renders its pages.
 
 Where no chromium is installed the browser tests skip, except under CI (CI=true), whose .ci/run
-installs it, so a missing browser there is a failure. Ctrl-C and the one-line errors are tested
-without a browser.
+installs it, so a missing browser there is a failure. The browser tests serve a copy of the
+session's ``searched`` study (retraining records a test result on it). Ctrl-C (a real signal to
+the server process) and the one-line errors (in-process) are tested without a browser.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import ROOT, run_cli, write_fashion_mnist
+from tests.conftest import ROOT, run_main
 
-STUDY = "e2e-fashion"
+STUDY = "e2e-fashion"  # the hand-made small study's
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -77,19 +78,19 @@ def _read_lines(process: subprocess.Popen, prefixes: tuple[str, ...],
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, chromium) -> dict:
-    """A dashboard process serving a real 3-trial study whose best trial was retrained."""
+def served(tmp_path_factory, chromium, searched) -> dict:
+    """A dashboard process serving a real 4-trial study whose best trial was retrained.
+
+    A copy of the session's ``searched`` study: train records its test result on the study.
+    """
     tmp = tmp_path_factory.mktemp("e2e")
-    idx_dir = write_fashion_mnist(tmp / "fmnist")
-    url = f"sqlite:///{tmp / 'e2e.db'}"
-    common = ("--study-name", STUDY, "--storage", url)
-    result = run_cli("tuning.search", *common, "--data-dir", str(idx_dir), "--val-size", "100",
-                     "--n-trials", "3", "--epochs", "2", "--pruner", "none", cwd=tmp)
+    study = searched.copy_to(tmp)
+    name = study.name
+    common = ("--study-name", name, "--storage", study.url)
+    result = run_main("tuning.train", *common, "--data-dir", str(study.data), "--out",
+                      str(tmp / "out"), cwd=tmp)
     assert result.returncode == 0, result.stderr
-    result = run_cli("tuning.train", *common, "--data-dir", str(idx_dir), "--out",
-                     str(tmp / "out"), cwd=tmp)
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((tmp / "out" / f"{STUDY}-test.json").read_text())
+    metrics = json.loads((tmp / "out" / f"{name}-test.json").read_text())
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "tuning.dashboard", *common, "--port", str(port)],
@@ -97,10 +98,10 @@ def served(tmp_path_factory, chromium) -> dict:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
-        lines = _read_lines(server, ("Dashboard of", f"Study {STUDY!r}"), timeout=60)
+        lines = _read_lines(server, ("Dashboard of", f"Study {name!r}"), timeout=60)
         start, study_page = (line.split(": ")[-1] for line in lines)
         assert start == f"http://127.0.0.1:{port}/dashboard/"
-        yield {"start": start, "study": study_page, "metrics": metrics,
+        yield {"start": start, "study": study_page, "metrics": metrics, "name": name,
                "profile": tmp / "chromium-profile"}
     finally:
         server.terminate()
@@ -118,22 +119,25 @@ def _rendered_text(chromium: str, url: str, profile: Path) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
+@pytest.mark.browser
 def test_the_start_page_lists_the_study(chromium, served):
     text = _rendered_text(chromium, served["start"], served["profile"])
-    assert f"1. {STUDY}" in text, text[:2000]
+    assert f"1. {served['name']}" in text, text[:2000]
     assert "Direction: MAXIMIZE" in text
 
 
+@pytest.mark.browser
 def test_the_trials_page_shows_every_trial_with_its_parameters(chromium, served):
     text = _rendered_text(chromium, served["study"] + "/trials", served["profile"])
-    assert "3 Trials" in text, text[:2000]
-    for number in range(3):
+    assert "4 Trials" in text, text[:2000]
+    for number in range(4):
         assert f"Trial {number}" in text
     # The first trial is the tutorial's configuration, with its named parameters and curve.
     assert "lr 0.001 batch_size 64 optimizer SGD" in text
     assert "Intermediate Values" in text and "baseline tutorial" in text
 
 
+@pytest.mark.browser
 def test_the_note_page_shows_the_test_accuracy_beside_the_validation_one(chromium, served):
     metrics = served["metrics"]
     text = _rendered_text(chromium, served["study"] + "/note", served["profile"])
@@ -160,6 +164,7 @@ def _start(url: str, port: int, cwd: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.faults
 def test_ctrl_c_stops_the_dashboard_with_status_130_and_no_traceback(small_study, tmp_path):
     server = _start(small_study, _free_port(), tmp_path)
     try:
@@ -177,12 +182,12 @@ def test_a_port_in_use_and_a_missing_study_are_one_line_errors(small_study, tmp_
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("tuning.dashboard", "--study-name", STUDY, "--storage", small_study,
-                         "--port", str(port), cwd=tmp_path)
+        result = run_main("tuning.dashboard", "--study-name", STUDY, "--storage", small_study,
+                          "--port", str(port), cwd=tmp_path)
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is in use" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    result = run_cli("tuning.dashboard", "--study-name", "nowhere", cwd=tmp_path)
+    result = run_main("tuning.dashboard", "--study-name", "nowhere", cwd=tmp_path)
     assert result.returncode == 2
     assert "no study database at studies/nowhere.db" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -1,7 +1,8 @@
 """Faults for real: a worker killed with SIGKILL, Ctrl-C, a read-only or full studies/ disk.
 
 The kill and Ctrl-C tests run once on SQLite and once on the PostgreSQL server of
-tests/postgres.py (skipped where none answers, a failure in CI).
+tests/postgres.py (skipped where none answers, a failure in CI; marked ``postgres`` too).
+A file where the studies folder should be is a bad input, not a fault: it runs in-process.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from tests import postgres
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_main
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 T = TypeVar("T")
+# Epochs per trial in the kill and Ctrl-C tests. A signal is sent only while its trials are
+# MARGIN or more epochs from their end, so it lands mid-trial: MARGIN epochs take far longer
+# than reading the study and sending the signal.
+EPOCHS, MARGIN = 40, 10
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store(request, tmp_path) -> Iterator[tuple[str, str]]:
     """(storage URL, study name): a SQLite file in tmp_path, or a fresh PostgreSQL study."""
     if request.param == "sqlite":
@@ -76,19 +81,21 @@ def _wait_for(condition: Callable[[], T | None], proc: subprocess.Popen, seconds
     pytest.fail(f"waited {seconds} s in vain:\n{out}\n{err}")
 
 
+@pytest.mark.faults
 def test_a_worker_killed_mid_trial_is_failed_after_the_grace_period_and_retried(
     tmp_path, idx_dir, store
 ):
     url, name = store
-    # Long trials (100 epochs) so the kill lands mid-trial; heartbeat 2 s: grace 6 s.
+    # Trials long enough that the kill lands mid-trial; heartbeat 2 s: grace 6 s.
     command = _command(url, name, idx_dir, "--workers", "2", "--heartbeat", "2",
-                       "--n-trials", "4", "--epochs", "100", "--pruner", "none",
+                       "--n-trials", "4", "--epochs", str(EPOCHS), "--pruner", "none",
                        "--sampler", "random")
     proc = _start(command, tmp_path)
 
     def a_trial_in_progress() -> FrozenTrial | None:
         running = [t for t in _trials(url, name) if t.state == TrialState.RUNNING
-                   and 3 <= len(t.intermediate_values) < 70 and "worker" in t.user_attrs]
+                   and 3 <= len(t.intermediate_values) < EPOCHS - MARGIN
+                   and "worker" in t.user_attrs]
         return running[0] if running else None
 
     victim = _wait_for(a_trial_in_progress, proc, 240)
@@ -105,25 +112,36 @@ def test_a_worker_killed_mid_trial_is_failed_after_the_grace_period_and_retried(
     assert len(retries) == 1 and retries[0].state in FINISHED
     assert retries[0].params == killed.params
     assert retries[0].user_attrs["seed"] == killed.user_attrs["seed"]  # the same run again
-    assert len(retries[0].intermediate_values) == 100  # retried from scratch, to the end
+    assert len(retries[0].intermediate_values) == EPOCHS  # retried from scratch, to the end
     assert sum(t.state in FINISHED for t in trials) == 4
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert sum(t.user_attrs.get("baseline") == "tutorial" and t.state in FINISHED
                for t in trials) == 1
 
 
+@pytest.mark.faults
 def test_ctrl_c_stops_every_worker_and_the_same_command_completes_the_study(
     tmp_path, idx_dir, store
 ):
     url, name = store
-    command = _command(url, name, idx_dir, "--workers", "2", "--n-trials", "4",
-                       "--epochs", "80", "--pruner", "none", "--sampler", "random")
+    # Heartbeat 2 s: a worker waiting for the other's last trial looks again every heartbeat.
+    command = _command(url, name, idx_dir, "--workers", "2", "--heartbeat", "2",
+                       "--n-trials", "4", "--epochs", str(EPOCHS), "--pruner", "none",
+                       "--sampler", "random")
     proc = _start(command, tmp_path)
 
     def both_workers_busy_after_a_finished_trial() -> bool | None:
-        states = [t.state for t in _trials(url, name)]
-        done = sum(s in FINISHED for s in states)
-        return True if done >= 1 and states.count(TrialState.RUNNING) == 2 else None
+        # Busy: both running trials are MARGIN or more epochs from their end, so neither
+        # worker is between trials (or out of trials to start) when Ctrl-C reaches it. If the
+        # other trial is that close to its end when the first one finishes, the next pair
+        # qualifies unless the new trial ran EPOCHS - MARGIN epochs meanwhile: 3x faster epochs
+        # than the first pair's (one of them the tutorial's batch 64; batch 256 is ~1.5x).
+        trials = _trials(url, name)
+        done = sum(t.state in FINISHED for t in trials)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        busy = len(running) == 2 and all(
+            len(t.intermediate_values) < EPOCHS - MARGIN for t in running)
+        return True if done >= 1 and busy else None
 
     _wait_for(both_workers_busy_after_a_finished_trial, proc, 300)
     sent = time.monotonic()
@@ -171,6 +189,7 @@ def _private_mounts_work(tmp_path: Path) -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("options, expected", [
     ("ro", "Read-only file system"),
     ("size=4m", "free on the disk"),
@@ -195,8 +214,8 @@ def test_a_read_only_or_full_studies_disk_fails_before_any_training(
 
 def test_a_file_where_the_studies_folder_should_be_is_a_clear_error(tmp_path, idx_dir):
     (tmp_path / "studies").write_text("not a folder\n")
-    result = run_cli("tuning.search", "--data-dir", str(idx_dir), "--val-size", "100",
-                     cwd=tmp_path)
+    result = run_main("tuning.search", "--data-dir", str(idx_dir), "--val-size", "100",
+                      cwd=tmp_path)
     assert result.returncode == 2
     assert "is a file, not a folder" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

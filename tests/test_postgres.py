@@ -1,6 +1,8 @@
 """Multi-process studies on the PostgreSQL server of tests/postgres.py, as on many machines.
 
 Skipped where no server answers on 127.0.0.1:5432 (a failure in CI, where one is expected).
+Each run starts several search processes, so these stay subprocesses. Heartbeat 2 s: a process
+done with its trials looks for the others' last ones every heartbeat (default 10 s).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from optuna.trial import TrialState
 from tests import postgres
 from tests.conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.postgres
+
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -27,7 +31,7 @@ def study_name() -> Iterator[str]:
 
 def _command(study_name: str, idx_dir, *args: str) -> list[str]:
     return ["--storage", postgres.URL, "--study-name", study_name, "--data-dir", str(idx_dir),
-            "--val-size", "100", *args]
+            "--val-size", "100", "--heartbeat", "2", *args]
 
 
 def _trials(study_name: str) -> list[optuna.trial.FrozenTrial]:

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import run_cli, study_content, write_fashion_mnist
+from tests.conftest import run_cli, run_main, study_content
 from tuning.pictures import MAX_LEGEND_TRIALS, _intermediate_values_png
 from tuning.report import lr_edge_warning
 from tuning.space import LR_HIGH, LR_LOW
@@ -19,21 +19,6 @@ STUDY_PICTURES = ("optimization_history", "intermediate_values", "param_importan
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory) -> dict:
-    """A 4-trial, 2-epoch study whose third trial successive halving prunes after epoch 1."""
-    tmp = tmp_path_factory.mktemp("report")
-    idx_dir = write_fashion_mnist(tmp / "fmnist")
-    url = f"sqlite:///{tmp / 's.db'}"
-    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
-                     "--val-size", "100", "--n-trials", "4", "--epochs", "2", "--pruner",
-                     "successive-halving", cwd=tmp)
-    assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name=STUDY, storage=url)
-    assert study.get_trials(states=(TrialState.PRUNED,)), "the fixture needs a pruned trial"
-    return {"dir": tmp, "url": url, "data": idx_dir}
-
-
 def _assert_picture(folder, stem):
     page = (folder / f"{stem}.html").read_text()
     # Self-contained: plotly.js is inlined, nothing is fetched from a server.
@@ -42,11 +27,13 @@ def _assert_picture(folder, stem):
     assert png.startswith(PNG_MAGIC) and len(png) > 5_000
 
 
+@pytest.mark.e2e
 def test_report_before_training_draws_the_study_and_says_the_test_is_missing(searched,
                                                                              tmp_path):
     out = tmp_path / "report"
-    result = run_cli("tuning.report", "--storage", searched["url"], "--out", str(out),
-                     cwd=searched["dir"])
+    # From tmp_path: no studies/fashion-mnist-test.json there for the report to pick up.
+    result = run_cli("tuning.report", "--storage", searched.url, "--out", str(out),
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for stem in STUDY_PICTURES:
         _assert_picture(out, stem)
@@ -54,7 +41,8 @@ def test_report_before_training_draws_the_study_and_says_the_test_is_missing(sea
     index = (out / "index.html").read_text()
     assert "run python -m tuning.train" in index
     assert "3 complete, 1 pruned, 0 failed" in index
-    study = optuna.load_study(study_name=STUDY, storage=searched["url"])
+    study = optuna.load_study(study_name=STUDY, storage=searched.url)
+    assert study.get_trials(states=(TrialState.PRUNED,)), "the study needs a pruned trial"
     assert f"{study.best_value:.4f}" in index
     assert all(f'href="{stem}.html"' in index and f'src="{stem}.png"' in index
                for stem in STUDY_PICTURES)
@@ -66,15 +54,16 @@ def test_report_before_training_draws_the_study_and_says_the_test_is_missing(sea
 
 def test_report_after_training_adds_the_confusion_matrix_and_test_accuracy(searched,
                                                                           tmp_path):
-    common = ("--storage", searched["url"])
-    result = run_cli("tuning.train", *common, "--data-dir", str(searched["data"]), "--out",
-                     str(tmp_path), "--epochs", "1", cwd=searched["dir"])
+    copy = searched.copy_to(tmp_path)  # train records its test result on the study
+    common = ("--storage", copy.url)
+    result = run_main("tuning.train", *common, "--data-dir", str(copy.data), "--out",
+                      str(tmp_path), "--epochs", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     metrics_file = tmp_path / f"{STUDY}-test.json"
     metrics = json.loads(metrics_file.read_text())
     out = tmp_path / "report"
-    result = run_cli("tuning.report", *common, "--out", str(out), "--metrics",
-                     str(metrics_file), cwd=searched["dir"])
+    result = run_main("tuning.report", *common, "--out", str(out), "--metrics",
+                      str(metrics_file), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     _assert_picture(out, "confusion_matrix")
     index = (out / "index.html").read_text()
@@ -82,11 +71,11 @@ def test_report_after_training_adds_the_confusion_matrix_and_test_accuracy(searc
     assert "Ankle boot" in index  # the per-class table names the classes
 
 
-def test_report_defaults_to_the_studies_folder(searched):
-    studies = searched["dir"] / "defaults" / "studies"
-    studies.mkdir(parents=True)
-    (studies / f"{STUDY}.db").write_bytes((searched["dir"] / "s.db").read_bytes())
-    result = run_cli("tuning.report", cwd=searched["dir"] / "defaults")
+def test_report_defaults_to_the_studies_folder(searched, tmp_path):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    searched.copy_to(tmp_path).path.rename(studies / f"{STUDY}.db")
+    result = run_main("tuning.report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (studies / f"{STUDY}-report" / "index.html").is_file()
 
@@ -106,8 +95,8 @@ def test_a_best_learning_rate_at_the_edge_of_the_range_is_warned_about(tmp_path)
         trial.suggest_categorical("optimizer", ("SGD", "Adam", "RMSprop"))
         trial.report(value, 1)
         study.tell(trial, value)
-    result = run_cli("tuning.report", "--storage", url, "--study-name", "edge", "--out",
-                     str(tmp_path / "out"), cwd=tmp_path)
+    result = run_main("tuning.report", "--storage", url, "--study-name", "edge", "--out",
+                      str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "warning: the best learning rate 0.095 lies at the upper edge" in result.stderr
     assert "upper edge" in (tmp_path / "out" / "index.html").read_text()
@@ -127,8 +116,8 @@ def test_pictures_a_study_cannot_support_become_notes_instead_of_a_crash(tmp_pat
     trial = study.ask()
     trial.suggest_float("lr", LR_LOW, LR_HIGH, log=True)
     study.tell(trial, 0.5)
-    result = run_cli("tuning.report", "--storage", url, "--study-name", "one", "--out",
-                     str(tmp_path / "out"), cwd=tmp_path)
+    result = run_main("tuning.report", "--storage", url, "--study-name", "one", "--out",
+                      str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     index = (tmp_path / "out" / "index.html").read_text()
     assert "Not drawn: Parameter batch_size does not exist" in index
@@ -148,16 +137,15 @@ def test_pictures_a_study_cannot_support_become_notes_instead_of_a_crash(tmp_pat
 def test_bad_input_is_one_line_and_changes_nothing(searched, tmp_path, args, message):
     other = tmp_path / "other-test.json"
     other.write_text(json.dumps({"study_name": "other", "confusion_matrix": {}}))
-    db = searched["dir"] / "s.db"
-    before = study_content(db)
+    before = study_content(searched.path)
     args = tuple(a.format(other=other) for a in args)
-    result = run_cli("tuning.report", "--storage", searched["url"], "--out",
-                     str(tmp_path / "out"), *args, cwd=searched["dir"])
+    result = run_main("tuning.report", "--storage", searched.url, "--out",
+                      str(tmp_path / "out"), *args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
-    assert study_content(db) == before
+    assert study_content(searched.path) == before
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -1,4 +1,5 @@
-"""The search CLI end to end, in a subprocess, against SQLite files in tmp_path."""
+"""The search CLI against SQLite files in tmp_path: in-process through main([...]), except the
+smoke test (``python -m tuning.search`` as a user runs it) and Ctrl-C (a real SIGINT)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import ROOT, run_cli, write_fashion_mnist
+from tests.conftest import ROOT, run_cli, run_main, write_fashion_mnist
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _search(tmp_path: Path, idx_dir: Path, *args: str, db: str = "s.db"):
-    return run_cli(
+    return run_main(
         "tuning.search", "--storage", f"sqlite:///{tmp_path / db}", "--data-dir", str(idx_dir),
         "--val-size", "100", *args, cwd=tmp_path,
     )
@@ -31,8 +32,12 @@ def _load(tmp_path: Path, db: str = "s.db", name: str = "fashion-mnist") -> optu
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / db}")
 
 
+@pytest.mark.e2e
 def test_search_runs_a_study_that_starts_from_the_tutorial(tmp_path, idx_dir):
-    result = _search(tmp_path, idx_dir, "--n-trials", "3", "--epochs", "2")
+    result = run_cli(
+        "tuning.search", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--data-dir",
+        str(idx_dir), "--val-size", "100", "--n-trials", "3", "--epochs", "2", cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     study = _load(tmp_path)
     assert len(study.get_trials(states=FINISHED)) == 3
@@ -46,35 +51,36 @@ def test_search_runs_a_study_that_starts_from_the_tutorial(tmp_path, idx_dir):
     assert "python -m tuning.export" in out
 
 
-def test_bf16_precision_is_used_and_recorded_on_every_trial(tmp_path, idx_dir):
+def test_bf16_precision_is_used_and_recorded_on_every_trial(tmp_path, idx_dir, searched):
     result = _search(tmp_path, idx_dir, "--n-trials", "2", "--epochs", "1", "--precision",
                      "bf16")
     assert result.returncode == 0, result.stderr
     assert "precision bf16" in result.stdout
     trials = _load(tmp_path).get_trials(states=FINISHED)
     assert [t.user_attrs["precision"] for t in trials] == ["bf16", "bf16"]
-    default = _search(tmp_path, idx_dir, "--n-trials", "1", "--epochs", "1", db="d.db")
-    assert _load(tmp_path, "d.db").trials[0].user_attrs["precision"] == "fp32", default.stderr
+    # The session's study was searched without --precision: the default is recorded as such.
+    default = optuna.load_study(study_name=searched.name, storage=searched.url)
+    assert default.trials[0].user_attrs["precision"] == "fp32"
 
 
 def test_default_storage_is_a_sqlite_file_under_studies(tmp_path, idx_dir):
-    result = run_cli("tuning.search", "--n-trials", "1", "--epochs", "1", "--val-size", "100",
-                     "--data-dir", str(idx_dir), cwd=tmp_path)
+    result = run_main("tuning.search", "--n-trials", "1", "--epochs", "1", "--val-size", "100",
+                      "--data-dir", str(idx_dir), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "studies" / "fashion-mnist.db").is_file()
 
 
-def test_rerun_resumes_toward_the_same_target(tmp_path, idx_dir):
-    assert _search(tmp_path, idx_dir, "--n-trials", "2", "--epochs", "1").returncode == 0
-    result = _search(tmp_path, idx_dir, "--n-trials", "4", "--epochs", "1")
+def test_rerun_resumes_toward_the_same_target(tmp_path, searched):
+    study = searched.copy_to(tmp_path)  # 4 finished trials of 2 epochs
+    result = _search(tmp_path, study.data, "--n-trials", "6", "--epochs", "2")
     assert result.returncode == 0, result.stderr
-    assert "resumed" in result.stdout and "2 of 4 trials finished" in result.stdout
-    study = _load(tmp_path)
-    assert len(study.get_trials(states=FINISHED)) == 4
-    assert sum(t.user_attrs.get("baseline") == "tutorial" for t in study.trials) == 1
-    again = _search(tmp_path, idx_dir, "--n-trials", "4", "--epochs", "1")
+    assert "resumed" in result.stdout and "4 of 6 trials finished" in result.stdout
+    resumed = _load(tmp_path)
+    assert len(resumed.get_trials(states=FINISHED)) == 6
+    assert sum(t.user_attrs.get("baseline") == "tutorial" for t in resumed.trials) == 1
+    again = _search(tmp_path, study.data, "--n-trials", "6", "--epochs", "2")
     assert again.returncode == 0 and "already reached its target" in again.stdout
-    assert len(_load(tmp_path).trials) == len(study.trials)
+    assert len(_load(tmp_path).trials) == len(resumed.trials)
 
 
 def test_same_seed_same_trials_and_values(tmp_path, idx_dir):
@@ -87,11 +93,11 @@ def test_same_seed_same_trials_and_values(tmp_path, idx_dir):
     assert runs[0] == runs[1]
 
 
-def test_resuming_with_other_epochs_is_refused(tmp_path, idx_dir):
-    assert _search(tmp_path, idx_dir, "--n-trials", "1", "--epochs", "1").returncode == 0
-    result = _search(tmp_path, idx_dir, "--n-trials", "2", "--epochs", "3")
+def test_resuming_with_other_epochs_is_refused(tmp_path, searched):
+    study = searched.copy_to(tmp_path)  # searched with --epochs 2
+    result = _search(tmp_path, study.data, "--n-trials", "5", "--epochs", "3")
     assert result.returncode != 0
-    assert "--epochs 1" in result.stderr and "Traceback" not in result.stderr
+    assert "--epochs 2" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("sampler", ["tpe", "random", "qmc"])
@@ -103,13 +109,17 @@ def test_every_sampler_and_pruner_runs(tmp_path, idx_dir, sampler, pruner):
     assert len(_load(tmp_path).get_trials(states=FINISHED)) == 2
 
 
+@pytest.mark.faults
 def test_ctrl_c_keeps_finished_trials_and_a_rerun_completes_the_target(tmp_path, idx_dir):
-    args = ["--n-trials", "3", "--epochs", "60", "--pruner", "none", "--sampler", "random"]
-    command = [sys.executable, "-m", "tuning.search", "--storage", f"sqlite:///{tmp_path / 's.db'}",
-               "--data-dir", str(idx_dir), "--val-size", "100", *args]
+    # 20 epochs (60 before): the second trial (seed 0, random: batch 16) still trains for
+    # seconds on a CPU, well past the half second after the first trial's line when SIGINT
+    # arrives (on a GPU both remaining trials might end within it, hence --device cpu).
+    args = ["--storage", f"sqlite:///{tmp_path / 's.db'}", "--data-dir", str(idx_dir),
+            "--val-size", "100", "--n-trials", "3", "--epochs", "20", "--pruner", "none",
+            "--sampler", "random", "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "tuning.search", *args], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     line = ""
     while "[  1/3]" not in line and time.monotonic() < deadline:  # first trial finished
@@ -127,8 +137,7 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_completes_the_target(tmp_path,
     done = len(study.get_trials(states=FINISHED))
     assert 1 <= done < 3
     assert [t.state for t in study.trials].count(TrialState.RUNNING) == 0
-    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
-                           timeout=600)
+    rerun = run_main("tuning.search", *args, cwd=tmp_path)  # the same command, again
     assert rerun.returncode == 0, rerun.stderr
     assert len(_load(tmp_path).get_trials(states=FINISHED)) == 3
 
@@ -155,7 +164,7 @@ def _sha(path: Path) -> str:
 )
 def test_bad_input_gets_one_line_and_no_study_file(tmp_path, idx_dir, args, expected):
     before = set(tmp_path.rglob("*"))
-    result = run_cli("tuning.search", "--data-dir", str(idx_dir), *args, cwd=tmp_path)
+    result = run_main("tuning.search", "--data-dir", str(idx_dir), *args, cwd=tmp_path)
     assert result.returncode != 0
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -205,7 +214,7 @@ def test_missing_accelerator_is_a_clear_error(tmp_path, idx_dir):
 
 
 def test_help_shows_every_flag_with_its_default(tmp_path):
-    result = run_cli("tuning.search", "--help", cwd=tmp_path)
+    result = run_main("tuning.search", "--help", cwd=tmp_path)
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     for flag in ("--study-name", "--storage", "--n-trials", "--timeout", "--epochs", "--sampler",

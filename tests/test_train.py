@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -13,43 +15,50 @@ from optuna_dashboard import get_note, save_note
 from model.data import CLASSES, load_split, locate, split_train_val
 from model.loops import evaluate
 from model.network import NeuralNetwork
-from tests.conftest import N_TEST, N_TRAIN, run_cli, write_fashion_mnist, write_idx
+from tests.conftest import (
+    N_TEST,
+    N_TRAIN,
+    Searched,
+    run_cli,
+    run_main,
+    write_fashion_mnist,
+    write_idx,
+)
 from tuning.holdout import NOTE_HEADING, record_on_study
 
 STUDY = "fashion-mnist"
-VAL_SIZE = 100
+VAL_SIZE = 100  # the session study's --val-size
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory) -> dict:
-    """A finished 3-trial, 2-epoch study on synthetic data, and its exported best config."""
-    tmp = tmp_path_factory.mktemp("searched")
-    idx_dir = write_fashion_mnist(tmp / "fmnist")
-    url = f"sqlite:///{tmp / 's.db'}"
-    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
-                     "--val-size", str(VAL_SIZE), "--n-trials", "3", "--epochs", "2",
-                     "--seed", "3", cwd=tmp)
-    assert result.returncode == 0, result.stderr
-    result = run_cli("tuning.export", "--storage", url, "--out", str(tmp), cwd=tmp)
-    assert result.returncode == 0, result.stderr
-    return {"dir": tmp, "url": url, "data": idx_dir, "config": tmp / f"{STUDY}-best.json"}
-
-
-def _train(searched: dict, out: Path, *args: str):
-    return run_cli("tuning.train", "--data-dir", str(searched["data"]), "--out", str(out),
-                   *args, cwd=searched["dir"])
+def _train(study: Searched, out: Path, *args: str):
+    return run_main("tuning.train", "--data-dir", str(study.data), "--out", str(out), *args,
+                    cwd=study.dir)
 
 
 def _metrics(out: Path) -> dict:
     return json.loads((out / f"{STUDY}-test.json").read_text())
 
 
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """This process starts each tool with ``count`` torch threads inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.e2e
 def test_train_from_an_exported_config_writes_loadable_weights_and_test_metrics(searched,
                                                                                  tmp_path):
-    result = _train(searched, tmp_path, "--config", str(searched["config"]), "--storage",
-                    searched["url"], "--train-on", "train")
+    copy = searched.copy_to(tmp_path)  # train records its test result on the study
+    result = run_cli("tuning.train", "--data-dir", str(copy.data), "--out", str(tmp_path),
+                     "--config", str(copy.config), "--storage", copy.url, "--train-on", "train",
+                     cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    config = json.loads(searched["config"].read_text())
+    config = json.loads(copy.config.read_text())
     metrics = _metrics(tmp_path)
     # The documented one-call load into model/'s network, weights_only.
     model = NeuralNetwork()
@@ -71,7 +80,7 @@ def test_train_from_an_exported_config_writes_loadable_weights_and_test_metrics(
     # What train printed is what the JSON holds.
     assert f"Test accuracy {metrics['test_accuracy']:.4f}" in result.stdout
     assert result.stdout.count("epoch ") >= 2  # one progress line per epoch
-    study = optuna.load_study(study_name=STUDY, storage=searched["url"])
+    study = optuna.load_study(study_name=STUDY, storage=copy.url)
     assert study.user_attrs["test_accuracy"] == metrics["test_accuracy"]
     assert study.user_attrs["test_trial"] == config["trial_number"]
     assert f"test accuracy {metrics['test_accuracy']:.4f}" in get_note(study)
@@ -80,34 +89,37 @@ def test_train_from_an_exported_config_writes_loadable_weights_and_test_metrics(
 def test_the_retrain_uses_the_best_trials_thread_count_so_it_replays_it(tmp_path):
     # CPU sums depend on how many threads split them: a search worker with 1 thread and a
     # retrain with torch's default would train two different networks from one seed.
+    # In-process, torch.set_num_threads stands in for OMP_NUM_THREADS (which torch reads
+    # once, at start-up) as each tool's starting count; run_main restores it after each.
     idx_dir = write_fashion_mnist(tmp_path / "fmnist")
     url = f"sqlite:///{tmp_path / 's.db'}"
-    one_thread = {"OMP_NUM_THREADS": "1"}
-    result = run_cli("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
-                     "--val-size", str(VAL_SIZE), "--n-trials", "2", "--epochs", "2",
-                     cwd=tmp_path, env=one_thread)
+    with torch_threads(1):
+        result = run_main("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
+                          "--val-size", str(VAL_SIZE), "--n-trials", "1", "--epochs", "2",
+                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name=STUDY, storage=url).trials
     assert {t.user_attrs["torch_threads"] for t in trials} == {1}
-    result = run_cli("tuning.train", "--storage", url, "--data-dir", str(idx_dir), "--out",
-                     str(tmp_path), "--train-on", "train", cwd=tmp_path,
-                     env={"OMP_NUM_THREADS": "2"})
+    with torch_threads(2):
+        result = run_main("tuning.train", "--storage", url, "--data-dir", str(idx_dir),
+                          "--out", str(tmp_path), "--train-on", "train", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "1 torch thread(s)" in result.stdout
     metrics = _metrics(tmp_path)
     assert metrics["torch_threads"] == 1 and metrics["config"]["trial_threads"] == 1
     assert metrics["replays_trial"] is True
-    result = run_cli("tuning.train", "--storage", url, "--data-dir", str(idx_dir), "--out",
-                     str(tmp_path / "two"), "--threads", "2", cwd=tmp_path)
+    with torch_threads(1):
+        result = run_main("tuning.train", "--storage", url, "--data-dir", str(idx_dir),
+                          "--out", str(tmp_path / "two"), "--threads", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert _metrics(tmp_path / "two")["torch_threads"] == 2
 
 
 def test_a_rerun_with_the_same_config_and_seed_gives_the_same_test_result(searched, tmp_path):
+    copy = searched.copy_to(tmp_path)
     first, second = tmp_path / "first", tmp_path / "second"
     for out in (first, second):
-        result = _train(searched, out, "--storage", searched["url"], "--seed", "7",
-                        "--epochs", "1")
+        result = _train(copy, out, "--storage", copy.url, "--seed", "7", "--epochs", "1")
         assert result.returncode == 0, result.stderr
     a, b = _metrics(first), _metrics(second)
     assert (a["test_accuracy"], a["test_loss"]) == (b["test_accuracy"], b["test_loss"])
@@ -117,8 +129,7 @@ def test_a_rerun_with_the_same_config_and_seed_gives_the_same_test_result(search
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
     # Another seed starts from other weights.
     third = tmp_path / "third"
-    result = _train(searched, third, "--storage", searched["url"], "--seed", "8",
-                    "--epochs", "1")
+    result = _train(copy, third, "--storage", copy.url, "--seed", "8", "--epochs", "1")
     assert result.returncode == 0, result.stderr
     other = torch.load(third / f"{STUDY}-model.pt", weights_only=True)
     assert not torch.equal(other["linear_relu_stack.0.weight"],
@@ -127,7 +138,8 @@ def test_a_rerun_with_the_same_config_and_seed_gives_the_same_test_result(search
 
 def test_by_default_the_retrain_trains_on_every_training_image(searched, tmp_path):
     # The default, chosen on validation images only: python -m benchmarks.train_on.
-    result = _train(searched, tmp_path, "--storage", searched["url"], "--epochs", "1")
+    copy = searched.copy_to(tmp_path)
+    result = _train(copy, tmp_path, "--storage", copy.url, "--epochs", "1")
     assert result.returncode == 0, result.stderr
     metrics = _metrics(tmp_path)
     assert metrics["train_on"] == "train+val" and metrics["train_size"] == N_TRAIN
@@ -138,8 +150,9 @@ def test_by_default_the_retrain_trains_on_every_training_image(searched, tmp_pat
 
 
 def test_the_saved_weights_are_those_of_the_best_validation_epoch(searched, tmp_path):
-    result = _train(searched, tmp_path, "--storage", searched["url"], "--epochs", "4",
-                    "--seed", "11", "--train-on", "train")
+    copy = searched.copy_to(tmp_path)
+    result = _train(copy, tmp_path, "--storage", copy.url, "--epochs", "4", "--seed", "11",
+                    "--train-on", "train")
     assert result.returncode == 0, result.stderr
     metrics = _metrics(tmp_path)
     curve = metrics["history"]["val_accuracy"]
@@ -147,26 +160,29 @@ def test_the_saved_weights_are_those_of_the_best_validation_epoch(searched, tmp_
     assert f"Kept the weights of epoch {metrics['weights_from_epoch']}" in result.stdout
     model = NeuralNetwork()
     model.load_state_dict(torch.load(tmp_path / f"{STUDY}-model.pt", weights_only=True))
-    source = locate(searched["data"], download=False)
+    source = locate(searched.data, download=False)
     split = split_train_val(load_split(source, "train"), VAL_SIZE, 0)
     assert evaluate(model, split.val)[1] == max(curve)
 
 
 def test_a_config_without_its_study_database_trains_but_says_it_was_not_recorded(searched,
                                                                                   tmp_path):
-    result = _train(searched, tmp_path, "--config", str(searched["config"]), "--epochs", "1")
+    # Run from tmp_path, whose studies/ (the default database's folder) does not exist.
+    result = run_main("tuning.train", "--data-dir", str(searched.data), "--out", str(tmp_path),
+                      "--config", str(searched.config), "--epochs", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "not recorded on a study" in result.stdout
     assert (tmp_path / f"{STUDY}-test.json").is_file()
 
 
 def test_the_test_split_is_read_only_after_training(searched, tmp_path):
+    copy = searched.copy_to(tmp_path)  # where a broken train would record its result
     data = tmp_path / "data"
     write_fashion_mnist(data)
     # A test-image file of the wrong shape: training must finish before anything notices.
     write_idx(data / "t10k-images-idx3-ubyte", torch.zeros(5, 2, 2, dtype=torch.uint8).numpy())
-    result = run_cli("tuning.train", "--data-dir", str(data), "--out", str(tmp_path / "out"),
-                     "--storage", searched["url"], "--epochs", "1", cwd=searched["dir"])
+    result = run_main("tuning.train", "--data-dir", str(data), "--out", str(tmp_path / "out"),
+                      "--storage", copy.url, "--epochs", "1", cwd=tmp_path)
     assert result.returncode == 1
     assert "epoch  1/1" in result.stdout  # trained first
     assert "t10k-images" in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -187,24 +203,25 @@ def test_the_test_split_is_read_only_after_training(searched, tmp_path):
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(searched, tmp_path, args, message):
+    copy = searched.copy_to(tmp_path)  # where a train that went ahead would record
     garbled = tmp_path / "garbled.json"
     garbled.write_text(json.dumps({"params": {"lr": 0.1}}))
-    args = tuple(a.format(config=searched["config"], garbled=garbled, dir=searched["dir"])
-                 for a in args)
-    result = _train(searched, tmp_path / "out", "--storage", searched["url"], *args)
+    args = tuple(a.format(config=copy.config, garbled=garbled, dir=copy.dir) for a in args)
+    result = _train(copy, tmp_path / "out", "--storage", copy.url, *args)
     assert result.returncode == 2
     assert message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
-    assert not (searched["dir"] / "nope.db").exists()
+    assert not (copy.dir / "nope.db").exists()
 
 
 def test_data_of_another_size_than_the_search_used_is_refused(searched, tmp_path):
-    config = json.loads(searched["config"].read_text())
+    config = json.loads(searched.config.read_text())
     config["data_split"]["train_size"] = 999
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(config))
-    result = _train(searched, tmp_path / "out", "--config", str(edited))
+    result = run_main("tuning.train", "--data-dir", str(searched.data), "--out",
+                      str(tmp_path / "out"), "--config", str(edited), cwd=tmp_path)
     assert result.returncode == 2
     assert "searched on 999 training images" in result.stderr
     assert not (tmp_path / "out").exists()

@@ -1,4 +1,10 @@
-"""--workers N on one machine: one study, one target, readable output; journal files; seeds."""
+"""--workers N on one machine: one study, one target, readable output; journal files; seeds.
+
+A run with --workers starts worker processes, so those tests are e2e: the 40-trial one runs
+``python -m tuning.search`` as a user would, the others run the supervisor in-process through
+main([...]) (its workers are still real processes). Flags, streams and storage checks run
+in-process only.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import run_cli
+from tests.conftest import SEARCHED_ARGS, run_cli, run_main
 from tuning.errors import StudyError
 from tuning.storage import Location
 from tuning.storage_checks import check_existing
@@ -20,18 +26,20 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def _search(tmp_path, idx_dir, storage: str, *args: str):
-    return run_cli("tuning.search", "--storage", storage, "--data-dir", str(idx_dir),
-                   "--val-size", "100", *args, cwd=tmp_path, timeout=600)
+    return run_main("tuning.search", "--storage", storage, "--data-dir", str(idx_dir),
+                    "--val-size", "100", *args, cwd=tmp_path)
 
 
-def _trials(storage: str, name: str = "fashion-mnist") -> list[optuna.trial.FrozenTrial]:
+def _trials(storage, name: str = "fashion-mnist") -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=storage).trials
 
 
+@pytest.mark.e2e
 def test_four_workers_on_sqlite_finish_forty_trials_and_no_more(tmp_path, idx_dir):
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    result = _search(tmp_path, idx_dir, storage, "--workers", "4", "--n-trials", "40",
-                     "--epochs", "1")
+    result = run_cli("tuning.search", "--storage", storage, "--data-dir", str(idx_dir),
+                     "--val-size", "100", "--workers", "4", "--n-trials", "40", "--epochs", "1",
+                     cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "locked" not in result.stdout + result.stderr
     trials = _trials(storage)
@@ -52,32 +60,31 @@ def test_four_workers_on_sqlite_finish_forty_trials_and_no_more(tmp_path, idx_di
     assert out.count("Trials: ") == 1
 
 
-def test_workers_resume_toward_the_same_study_wide_target(tmp_path, idx_dir):
-    storage = f"sqlite:///{tmp_path / 's.db'}"
-    first = _search(tmp_path, idx_dir, storage, "--workers", "2", "--n-trials", "3",
-                    "--epochs", "1")
-    assert first.returncode == 0, first.stderr
-    again = _search(tmp_path, idx_dir, storage, "--workers", "2", "--n-trials", "5",
-                    "--epochs", "1")
+@pytest.mark.e2e
+def test_workers_resume_toward_the_same_study_wide_target(tmp_path, searched):
+    study = searched.copy_to(tmp_path)  # 4 finished trials of 2 epochs
+    again = _search(tmp_path, study.data, study.url, "--workers", "2", "--n-trials", "6",
+                    "--epochs", "2")
     assert again.returncode == 0, again.stderr
-    assert "3 of 5 trials finished" in again.stdout
-    trials = _trials(storage)
-    assert len(trials) == 5 and all(t.state in FINISHED for t in trials)
-    done = _search(tmp_path, idx_dir, storage, "--workers", "3", "--n-trials", "5",
-                   "--epochs", "1")
+    assert "4 of 6 trials finished" in again.stdout
+    trials = _trials(study.url)
+    assert len(trials) == 6 and all(t.state in FINISHED for t in trials)
+    done = _search(tmp_path, study.data, study.url, "--workers", "3", "--n-trials", "6",
+                   "--epochs", "2")
     assert done.returncode == 0 and "already reached its target" in done.stdout
     assert "[w1]" not in done.stdout  # no worker started for nothing
 
 
-def test_one_worker_same_seed_same_trials_and_values_with_the_default_sampler(tmp_path, idx_dir):
-    runs = []
-    for db in ("a.db", "b.db"):
-        storage = f"sqlite:///{tmp_path / db}"
-        result = _search(tmp_path, idx_dir, storage, "--workers", "1", "--n-trials", "4",
-                         "--epochs", "2", "--seed", "3")
-        assert result.returncode == 0, result.stderr
-        runs.append([(t.params, t.value, t.state, t.user_attrs["seed"])
-                     for t in _trials(storage)])
+def test_one_worker_same_seed_same_trials_and_values_with_the_default_sampler(
+    tmp_path, searched
+):
+    # --workers 1 runs the trials in this process. The session's study is the first run: the
+    # same flags (default sampler), without --workers.
+    storage = f"sqlite:///{tmp_path / 'b.db'}"
+    result = _search(tmp_path, searched.data, storage, "--workers", "1", *SEARCHED_ARGS)
+    assert result.returncode == 0, result.stderr
+    runs = [[(t.params, t.value, t.state, t.user_attrs["seed"]) for t in _trials(url)]
+            for url in (searched.url, storage)]
     assert runs[0] == runs[1]
 
 
@@ -92,6 +99,7 @@ def test_worker_streams_differ_and_a_lone_run_keeps_its_seed():
         make_sampler("random", 5, 2, (2, 9, 9)))
 
 
+@pytest.mark.e2e
 def test_a_journal_file_holds_a_study_of_several_workers_and_exports(tmp_path, idx_dir):
     journal = tmp_path / "studies" / "j.log"
     result = _search(tmp_path, idx_dir, str(journal), "--workers", "2", "--n-trials", "4",
@@ -102,8 +110,8 @@ def test_a_journal_file_holds_a_study_of_several_workers_and_exports(tmp_path, i
         optuna.storages.journal.JournalFileBackend(str(journal)))
     trials = _trials(storage)
     assert len(trials) == 4 and all(t.state in FINISHED for t in trials)
-    export = run_cli("tuning.export", "--storage", str(journal), "--out", str(tmp_path / "out"),
-                     cwd=tmp_path)
+    export = run_main("tuning.export", "--storage", str(journal), "--out", str(tmp_path / "out"),
+                      cwd=tmp_path)
     assert export.returncode == 0, export.stderr
     best = json.loads((tmp_path / "out" / "fashion-mnist-best.json").read_text())
     assert best["trials"]["complete"] + best["trials"]["pruned"] == 4
@@ -123,7 +131,7 @@ def test_a_log_file_that_is_not_a_journal_is_left_untouched(tmp_path):
     (["--workers", "two"], "invalid int value"),
 ])
 def test_bad_worker_flags_get_one_line_and_no_study_file(tmp_path, idx_dir, args, expected):
-    result = run_cli("tuning.search", "--data-dir", str(idx_dir), *args, cwd=tmp_path)
+    result = run_main("tuning.search", "--data-dir", str(idx_dir), *args, cwd=tmp_path)
     assert result.returncode == 2
     assert expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -131,7 +139,7 @@ def test_bad_worker_flags_get_one_line_and_no_study_file(tmp_path, idx_dir, args
 
 
 def test_help_explains_workers_and_heartbeat_but_not_the_internal_flag(tmp_path):
-    result = run_cli("tuning.search", "--help", cwd=tmp_path)
+    result = run_main("tuning.search", "--help", cwd=tmp_path)
     text = " ".join(result.stdout.split())
     assert "--workers" in text and "--heartbeat" in text and "(default: 10)" in text
     assert "--worker " not in text
