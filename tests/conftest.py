@@ -19,10 +19,17 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The tests train tiny networks on tiny data, where torch's OpenMP threads mostly spin waiting
+# for each other, and on a busy 2-core machine that is ruinous: 2 trials of 60 epochs on 500
+# images took 148 s of CPU with 2 threads and 14 s with 1. So every test process, and every
+# tool it starts, trains with one thread unless a test says otherwise (set before torch loads).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TRAIN = 600
@@ -150,3 +157,56 @@ def study_content(path: Path) -> str:
         return hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class Searched:
+    """A finished study on synthetic data, and where its pieces are."""
+
+    dir: Path  # the folder it was made in (and exported to)
+    path: Path  # its SQLite file
+    data: Path  # the synthetic IDX folder it was searched on
+    name: str = "fashion-mnist"
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    @property
+    def config(self) -> Path:
+        """Its exported best configuration."""
+        return self.dir / f"{self.name}-best.json"
+
+    def copy_to(self, folder: Path) -> Searched:
+        """A copy of the study (its data and export shared) that a test may change.
+
+        SQLite's backup copies what the write-ahead log holds too, which a file copy misses.
+        """
+        path = folder / self.path.name
+        with contextlib.closing(sqlite3.connect(self.path)) as source, \
+                contextlib.closing(sqlite3.connect(path)) as target:
+            source.backup(target)
+        if self.config.exists():
+            (folder / self.config.name).write_bytes(self.config.read_bytes())
+        return Searched(folder, path, self.data, self.name)
+
+
+SEARCHED_ARGS = ("--val-size", "100", "--n-trials", "4", "--epochs", "2", "--pruner",
+                 "successive-halving")  # with seed 0, its third trial is pruned after epoch 1
+
+
+@pytest.fixture(scope="session")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
+    """One finished 4-trial, 2-epoch study for every test that reads one, exported.
+
+    Made once per session, in-process. Treat it as read-only: a test that writes to the study
+    (confirm, train, a new trial) works on ``searched.copy_to(tmp_path)``.
+    """
+    tmp = tmp_path_factory.mktemp("searched")
+    study = Searched(tmp, tmp / "s.db", write_fashion_mnist(tmp / "fmnist"))
+    result = run_main("tuning.search", "--storage", study.url, "--data-dir", str(study.data),
+                      *SEARCHED_ARGS, cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    result = run_main("tuning.export", "--storage", study.url, "--out", str(tmp), cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    return study
