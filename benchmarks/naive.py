@@ -32,7 +32,7 @@ from benchmarks.tutorial import (
 from model.data import DEFAULT_DATA_DIR, locate
 from model.loops import OPTIMIZERS
 from model.network import NeuralNetwork
-from tuning.search import SearchSettings
+from tuning.search_settings import SearchSettings
 from tuning.space import suggest
 
 EPOCHS = 10  # as in the tutorial

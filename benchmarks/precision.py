@@ -25,7 +25,7 @@ from scipy.stats import spearmanr
 from model.data import DEFAULT_DATA_DIR, Tensors, TrainValSplit, load_searched_split
 from model.loops import evaluate, flush_denormals, shuffle_buffer, train_epoch
 from tuning.retrain import seeded_start
-from tuning.search import SearchSettings
+from tuning.search_settings import SearchSettings
 from tuning.space import Hyperparameters, suggest
 
 RANK_THRESHOLD = 0.9  # the Spearman correlation bf16 must reach to be the search default

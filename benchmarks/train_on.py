@@ -41,7 +41,7 @@ from model.loops import OPTIMIZERS, evaluate, flush_denormals
 from tuning.errors import StudyError
 from tuning.protocol import derive_seed
 from tuning.retrain import retrain
-from tuning.search import SearchSettings
+from tuning.search_settings import SearchSettings
 from tuning.selection import candidates
 from tuning.space import Hyperparameters
 from tuning.storage import Location

@@ -6,6 +6,7 @@ import re
 import sqlite3
 import sys
 import threading
+import time
 
 import optuna
 import pytest
@@ -206,14 +207,20 @@ def test_a_study_whose_creator_died_during_set_up_is_set_up_by_the_next_run(
     assert [t.state for t in _baselines(study)] == [optuna.trial.TrialState.WAITING]
 
 
-def test_a_study_with_trials_of_its_own_is_resumed_without_waiting(tmp_path, monkeypatch):
+def test_a_study_with_trials_of_its_own_is_refused_without_waiting(tmp_path, monkeypatch):
+    # Made by plain Optuna: trials, but none of the record the search writes first. Before,
+    # the search resumed it and added trials; now it is refused at once and left untouched.
     monkeypatch.setattr(tuning.study, "SETUP_WAIT_S", 600)
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     foreign = _bare_study(storage)
     foreign.tell(foreign.ask(), 0.5)
-    study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
-                                      seed=0, record=RECORD)
-    assert resumed and len(study.trials) == 2  # its own trial and the queued tutorial
+    started = time.monotonic()
+    with pytest.raises(StudyError, match=r"was not made by python -m tuning\.search: it has 1 "
+                                         r"trial"):
+        create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
+                         record=RECORD, where="here")
+    assert time.monotonic() - started < 60  # never waited for a set-up
+    assert len(foreign.trials) == 1 and not foreign.user_attrs  # nothing queued or written
 
 
 @pytest.mark.parametrize("url, package", [

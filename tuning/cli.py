@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
-import signal
 import sys
-import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import optuna
 
 from tuning.device import DEVICES
+from tuning.signals import exit_status, raise_on_stop_signals, stop_reason
+
+
+class Main(Protocol):
+    """A tool's entry point: ``main(argv=None) -> exit status``."""
+
+    def __call__(self, argv: Sequence[str] | None = None) -> int: ...
 
 # Exit statuses of every tool.
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work itself failed (a trial, the workers, a write)
 EXIT_USAGE = 2  # bad input: a flag, a file, a study that cannot be used as asked
-EXIT_INTERRUPTED = 130  # Ctrl-C: the shell's status for a process ended by SIGINT (128 + 2)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); other stop signals: signals.exit_status
 
 
 class Parser(argparse.ArgumentParser):
@@ -59,6 +65,27 @@ def add_data_and_device_arguments(
                         help="where to train; auto picks cuda, then mps, then cpu")
 
 
+def stoppable(prog: str) -> Callable[[Main], Main]:
+    """Decorate a tool's ``main`` so a stop signal that lands anywhere ends it in one line.
+
+    Each tool catches a stop where it can say more (what was kept, how to resume); this is the
+    net under it, for a signal during start-up or in between: no traceback, 128 + the signal.
+    """
+
+    def decorate(main: Main) -> Main:
+        @functools.wraps(main)
+        def run(argv: Sequence[str] | None = None) -> int:
+            try:
+                return main(argv)
+            except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: signals.Stopped
+                print(f"{prog}: {stop_reason(exc).lower()}; stopped.", file=sys.stderr)
+                return exit_status(exc)
+
+        return run
+
+    return decorate
+
+
 def fail(prog: str, message: str, status: int = EXIT_USAGE) -> int:
     """Print ``message`` as the tool's error on stderr; return the exit status to use."""
     print(f"{prog}: error: {message}", file=sys.stderr)
@@ -79,8 +106,8 @@ class _QuietAfterInterrupt(logging.Filter):
 def quiet_optuna(level: int = logging.WARNING) -> None:
     """Show Optuna's warnings and errors, but not its per-trial chatter or its Ctrl-C traceback.
 
-    Ctrl-C still raises KeyboardInterrupt where it lands; Optuna then marks the running trial
-    failed and logs that with a traceback, which this drops.
+    Ctrl-C, SIGTERM and SIGHUP raise ``signals.Stopped`` (a KeyboardInterrupt) where they land;
+    Optuna then marks the running trial failed and logs that with a traceback, which this drops.
     """
     quiet = _QuietAfterInterrupt()
     optuna.logging.disable_default_handler()
@@ -93,11 +120,8 @@ def quiet_optuna(level: int = logging.WARNING) -> None:
     handler.fashion_tune = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     optuna.logging.set_verbosity(level)
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread
 
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
+    def hush() -> None:
         quiet.interrupted = True
-        signal.default_int_handler(signum, frame)
 
-    signal.signal(signal.SIGINT, on_sigint)
+    raise_on_stop_signals(before=hush)

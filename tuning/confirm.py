@@ -20,7 +20,6 @@ from model.loops import flush_denormals
 from tuning import confirmation
 from tuning.cli import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
     HelpFormatter,
     Parser,
@@ -28,14 +27,17 @@ from tuning.cli import (
     add_study_arguments,
     fail,
     quiet_optuna,
+    stoppable,
 )
 from tuning.device import resolve_device
 from tuning.errors import StudyError
 from tuning.protocol import StudyRecord
 from tuning.selection import Choice, Run, confirmed, record_run
+from tuning.signals import exit_status, stop_reason
 from tuning.space import describe
 from tuning.storage import Location
 from tuning.study import DEFAULT_STUDY_NAME, load_study
+from tuning.trials import check_workers
 
 PROG = "python -m tuning.confirm"
 
@@ -58,6 +60,7 @@ class ConfirmSettings:
                             ("--workers", self.workers)):
             if value < 1:
                 raise ValueError(f"{flag} must be at least 1, but got {value}.")
+        check_workers(self.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@stoppable(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Confirm a study's best configurations; return the process exit status."""
     settings = ConfirmSettings(**vars(build_parser().parse_args(argv)))
@@ -117,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             record_run(study, by_number[run.trial], run)
             done += 1
             _print_run(run, by_number[run.trial].params, done, len(tasks))
-    except KeyboardInterrupt:
-        print(f"\nInterrupted: {done} of {len(tasks)} runs recorded; run the same "
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
+        print(f"\n{stop_reason(exc)}: {done} of {len(tasks)} runs recorded; run the same "
               "command again to finish the rest.", flush=True)
-        return EXIT_INTERRUPTED
+        return exit_status(exc)
     except (DataError, OSError) as exc:
         return fail(PROG, str(exc), status=EXIT_FAILED)
 

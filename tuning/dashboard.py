@@ -12,15 +12,16 @@ import optuna
 from optuna_dashboard import wsgi
 
 from tuning.cli import (
-    EXIT_INTERRUPTED,
     EXIT_OK,
     HelpFormatter,
     Parser,
     add_study_arguments,
     fail,
     quiet_optuna,
+    stoppable,
 )
 from tuning.errors import StudyError
+from tuning.signals import exit_status
 from tuning.storage import Location, open_storage
 from tuning.storage_checks import check_existing
 from tuning.study import DEFAULT_STUDY_NAME
@@ -53,6 +54,7 @@ def dashboard_urls(storage: optuna.storages.BaseStorage, port: int,
     return base, f"{base}studies/{storage.get_study_id_from_name(study_name)}"
 
 
+@stoppable(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the dashboard until Ctrl-C; return the process exit status."""
     parser = Parser(
@@ -92,9 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Study {args.study_name!r}: {study_page}", flush=True)
         print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: a clean stop
         print("Dashboard stopped.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_status(exc)
     finally:
         server.server_close()
     return EXIT_OK

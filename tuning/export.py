@@ -6,7 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tuning.artifacts import DEFAULT_OUT, export
-from tuning.cli import EXIT_OK, HelpFormatter, Parser, add_study_arguments, fail, quiet_optuna
+from tuning.cli import (
+    EXIT_OK,
+    HelpFormatter,
+    Parser,
+    add_study_arguments,
+    fail,
+    quiet_optuna,
+    stoppable,
+)
 from tuning.errors import StudyError
 from tuning.storage import Location
 from tuning.study import DEFAULT_STUDY_NAME, load_study
@@ -14,6 +22,7 @@ from tuning.study import DEFAULT_STUDY_NAME, load_study
 PROG = "python -m tuning.export"
 
 
+@stoppable(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Export a study; return the process exit status."""
     parser = Parser(

@@ -18,7 +18,15 @@ import optuna
 from optuna.trial import TrialState
 
 from tuning.artifacts import DEFAULT_OUT, best_config, metrics_path, read_metrics, write_atomically
-from tuning.cli import EXIT_OK, HelpFormatter, Parser, add_study_arguments, fail, quiet_optuna
+from tuning.cli import (
+    EXIT_OK,
+    HelpFormatter,
+    Parser,
+    add_study_arguments,
+    fail,
+    quiet_optuna,
+    stoppable,
+)
 from tuning.errors import StudyError
 from tuning.pictures import CONFUSION_TITLE, Picture, draw_confusion, draw_study
 from tuning.space import LR_HIGH, LR_LOW
@@ -151,6 +159,7 @@ def index_html(study: optuna.Study, config: dict[str, Any], metrics: dict[str, A
     return "\n".join(parts)
 
 
+@stoppable(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the report; return the process exit status."""
     parser = Parser(

@@ -6,155 +6,48 @@ supervises N copies of itself (``--worker k``), which run the trials.
 
 from __future__ import annotations
 
-import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 import torch
 
 from model.data import (
-    DEFAULT_DATA_DIR,
     DataError,
     Source,
     TrainValSplit,
     load_searched_split,
 )
-from model.loops import PRECISIONS, flush_denormals
+from model.loops import EpochResult, flush_denormals
 from tuning.cli import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    HelpFormatter,
-    Parser,
-    add_data_and_device_arguments,
-    add_study_arguments,
     fail,
     quiet_optuna,
+    stoppable,
 )
 from tuning.device import resolve_device
 from tuning.errors import StudyError
 from tuning.objective import Objective
 from tuning.protocol import StudyRecord
 from tuning.search_output import Progress, interrupted, summary
-from tuning.storage import HEARTBEAT_S, Location, heartbeat_of, open_storage
+from tuning.search_settings import PROG, SearchSettings, parse_settings
+from tuning.signals import (
+    Stopped,
+    die_with_parent,
+    exit_status,
+    parent_gone,
+    stop_reason,
+    supervisor_pid,
+)
+from tuning.storage import Location, heartbeat_of, open_storage
 from tuning.storage_checks import check_existing, check_writable
-from tuning.study import DEFAULT_STUDY_NAME, PRUNERS, SAMPLERS, count_finished, create_or_resume
-from tuning.supervisor import WORKER_FLAG, WorkerExit, supervise
+from tuning.study import count_finished, create_or_resume
+from tuning.supervisor import WorkerExit, supervise
 from tuning.trials import run_trials, threads_per_worker
-
-PROG = "python -m tuning.search"
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything a search run needs; the defaults are the CLI's defaults."""
-
-    study_name: str = DEFAULT_STUDY_NAME
-    storage: str | None = None  # None: sqlite:///studies/<study_name>.db
-    n_trials: int = 20  # finished (complete or pruned) trials the study should reach in total
-    timeout: float | None = None  # seconds for this run; None: no limit
-    epochs: int = 10  # as in the tutorial
-    sampler: str = "tpe"
-    pruner: str = "median"
-    seed: int = 0
-    data_dir: Path = DEFAULT_DATA_DIR
-    device: str = "auto"
-    val_size: int = 10_000  # taken from the 60,000 training images
-    split_seed: int = 0  # fixes which images are validation, the same for every study
-    precision: str = "fp32"  # bf16 is slower on CPUs without bf16: docs/decisions.md
-    workers: int = 1  # processes on this machine sharing the study; they split the CPU threads
-    heartbeat: int = HEARTBEAT_S  # seconds between a running trial's heartbeats (databases)
-    worker: int = 0  # set by --workers in each worker it starts (1..N); 0: not a worker
-
-    def location(self) -> Location:
-        """Where the study lives (raises StudyError for a bad --storage)."""
-        return Location.of(self.storage, self.study_name)
-
-    def check(self) -> None:
-        """Raise ValueError naming the first flag whose value cannot work."""
-        if not self.study_name.strip():
-            raise ValueError("--study-name must not be empty.")
-        if self.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, but got {self.epochs}.")
-        if self.n_trials < 1:
-            raise ValueError(f"--n-trials must be at least 1, but got {self.n_trials}.")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, but got {self.precision!r}."
-            )
-        if self.val_size < 1:
-            raise ValueError(f"--val-size must be at least 1, but got {self.val_size}.")
-        if self.workers < 1:
-            raise ValueError(f"--workers must be at least 1, but got {self.workers}.")
-        if self.heartbeat < 1:
-            raise ValueError(
-                f"--heartbeat must be at least 1 second, but got {self.heartbeat}."
-            )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    d = SearchSettings()
-    parser = Parser(
-        prog=PROG,
-        description=(
-            "Tune the learning rate, batch size and optimizer (SGD, Adam, RMSprop) of the "
-            "PyTorch 'Learn the Basics' FashionMNIST network with Optuna. Every trial trains "
-            "on the training split, is scored on the validation split each epoch (weak trials "
-            "are pruned) and is stored in the study; the test split is never read. Rerunning "
-            "the same command resumes the study."
-        ),
-        formatter_class=HelpFormatter,
-    )
-    add_study_arguments(parser, d.study_name)
-    parser.add_argument(
-        "--n-trials", type=int, default=d.n_trials,
-        help="total number of finished (complete or pruned) trials the study should reach; "
-        "a rerun after an interruption completes this same target instead of adding a "
-        "fresh batch",
-    )
-    parser.add_argument("--timeout", type=float, default=d.timeout,
-                        help="stop starting new trials after this many seconds of this run "
-                        "(default: no limit)")
-    parser.add_argument("--epochs", type=int, default=d.epochs,
-                        help="epochs per trial (a pruned trial stops earlier)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
-                        help="how the next hyperparameters are chosen")
-    parser.add_argument("--pruner", choices=PRUNERS, default=d.pruner,
-                        help="how weak trials are stopped early")
-    parser.add_argument("--seed", type=int, default=d.seed,
-                        help="seeds the sampler and each trial's weights and shuffling: same "
-                        "seed, same machine, one worker -> same trials and values")
-    add_data_and_device_arguments(parser, d.data_dir, d.device)
-    parser.add_argument("--val-size", type=int, default=d.val_size,
-                        help="training images held out for validation")
-    parser.add_argument(
-        "--precision", choices=PRECISIONS, default=d.precision,
-        help="arithmetic of the forward pass: fp32, or bf16 autocast (weights stay float32; "
-        "faster only where the CPU or GPU has native bf16, see docs/decisions.md)",
-    )
-    parser.add_argument(
-        "--workers", type=int, default=d.workers,
-        help="worker processes on this machine, sharing the study and the CPU threads; "
-        "together they stop at --n-trials",
-    )
-    parser.add_argument(
-        "--heartbeat", type=int, default=d.heartbeat,
-        help="seconds between heartbeats of a running trial on a database storage; a trial "
-        "whose worker died is marked failed after 3 missed heartbeats and run again",
-    )
-    parser.add_argument(WORKER_FLAG, type=int, default=d.worker, help=argparse.SUPPRESS)
-    return parser
-
-
-def parse_settings(argv: Sequence[str] | None) -> SearchSettings:
-    # Every flag's dest is a settings field: a flag cannot be parsed and then dropped.
-    return SearchSettings(**vars(build_parser().parse_args(argv)))
 
 
 @dataclass
@@ -191,6 +84,7 @@ def _prepare(settings: SearchSettings) -> Prepared:
     study, resumed = create_or_resume(
         storage, settings.study_name, sampler_name=settings.sampler,
         pruner_name=settings.pruner, seed=settings.seed, record=record, worker=settings.worker,
+        where=location.url,
     )
     return Prepared(settings, location, study, storage, resumed, source, data, device)
 
@@ -225,16 +119,27 @@ def _run_here(run: Prepared) -> int:
     settings = run.settings
     assert run.data is not None
     progress = Progress(settings.n_trials, live=sys.stderr.isatty())
-    objective = Objective(run.data, settings.epochs, settings.seed, run.device, progress.epoch,
+    on_epoch = progress.epoch
+    parent = supervisor_pid() if settings.worker else None
+    if parent is not None:
+
+        def on_epoch(trial: int, result: EpochResult) -> None:
+            # Where no parent-death signal exists (not Linux): notice an orphaning here.
+            if parent_gone(parent):
+                raise Stopped(signal.SIGTERM)
+            progress.epoch(trial, result)
+
+    objective = Objective(run.data, settings.epochs, settings.seed, run.device, on_epoch,
                           precision=settings.precision)
     try:
         run_trials(run.study, objective, settings.n_trials, storage_url=run.location.url,
                    heartbeat=heartbeat_of(run.storage), timeout=settings.timeout,
                    callbacks=[progress.trial])
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: signals.Stopped
         if not settings.worker:  # a worker's supervisor reports
-            interrupted(run.study, settings.n_trials, run.location.url, settings.workers)
-        return EXIT_INTERRUPTED
+            interrupted(run.study, settings.n_trials, run.location.url, settings.workers,
+                        stop_reason(exc))
+        return exit_status(exc)
     except Exception as exc:  # a trial failed for a reason other than divergence
         return fail(PROG, f"a trial failed and the search stopped: {exc!r}", status=EXIT_FAILED)
     return EXIT_OK
@@ -249,9 +154,10 @@ def _supervise(run: Prepared, argv: Sequence[str] | None) -> int:
         print(f"{PROG}: warning: {worker.describe()}.", file=sys.stderr, flush=True)
 
     outcome = supervise(command, settings.workers, on_exit=warn)
-    if outcome.interrupted:
-        interrupted(run.study, settings.n_trials, run.location.url, settings.workers)
-        return EXIT_INTERRUPTED
+    if outcome.interrupted is not None:
+        interrupted(run.study, settings.n_trials, run.location.url, settings.workers,
+                    stop_reason(outcome.interrupted))
+        return exit_status(outcome.interrupted)
     finished = count_finished(run.study)
     if finished < settings.n_trials:
         failed = "; ".join(w.describe() for w in outcome.failed) or "no worker failed"
@@ -265,6 +171,7 @@ def _supervise(run: Prepared, argv: Sequence[str] | None) -> int:
     return EXIT_OK
 
 
+@stoppable(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the search; return the process exit status."""
     settings = parse_settings(argv)
@@ -272,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     flush_denormals()  # before torch starts its thread pool, which inherits it
     if settings.worker:  # before torch starts its thread pool
         torch.set_num_threads(threads_per_worker(settings.workers))
+        parent = supervisor_pid()
+        if parent is not None:
+            die_with_parent(parent)  # no orphan keeps training after its supervisor died
     try:
         run = _prepare(settings)
     except (ValueError, DataError, StudyError) as exc:

@@ -81,10 +81,11 @@ def summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
     return "\n".join(lines)
 
 
-def interrupted(study: optuna.Study, target: int, storage_url: str, workers: int) -> None:
-    """Say how many trials are kept after an interruption, and how to finish the rest."""
+def interrupted(study: optuna.Study, target: int, storage_url: str, workers: int,
+                reason: str = "Interrupted") -> None:
+    """Say how many trials are kept after a stop signal, and how to finish the rest."""
     print(
-        f"\nInterrupted. {count_finished(study)} of {target} trials are "
+        f"\n{reason}. {count_finished(study)} of {target} trials are "
         f"finished and saved in {storage_url}; the interrupted "
         f"{'ones are' if workers > 1 else 'one is'} marked failed. Run the same "
         "command again to finish the rest.",

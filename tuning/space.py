@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 LR_LOW, LR_HIGH = 1e-5, 1e-1  # sampled log-uniformly
 BATCH_SIZES = (16, 32, 64, 128, 256)
@@ -71,6 +72,15 @@ def describe(params: Mapping[str, Any]) -> str:
         name = _SHORT_NAMES.get(key, key)
         words.append(f"{name} {text}" if name else text)
     return " ".join(words)
+
+
+def distributions() -> dict[str, BaseDistribution]:
+    """The space as Optuna distributions, by parameter name: what ``suggest`` samples."""
+    return {
+        "lr": FloatDistribution(LR_LOW, LR_HIGH, log=True),
+        "batch_size": CategoricalDistribution(BATCH_SIZES),
+        "optimizer": CategoricalDistribution(OPTIMIZER_NAMES),
+    }
 
 
 def suggest(trial: optuna.Trial) -> Hyperparameters:

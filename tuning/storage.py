@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import sqlite3
+import time
 import warnings
 import weakref
 from contextlib import closing
@@ -31,6 +32,10 @@ HEARTBEAT_S = 10  # default --heartbeat: a running trial records that it is aliv
 GRACE_HEARTBEATS = 3  # silent for this many heartbeats: its worker is dead, fail and retry it
 MAX_RETRIES = 2  # a trial whose worker died this often is left failed: it may be the cause
 JOURNAL_SUFFIX = ".log"  # a --storage path ending so is an Optuna journal file
+# A database server that goes away (a restart, a fail-over) is waited for this long, trying to
+# reconnect every RECONNECT_POLL_S, before the storage call fails.
+RECONNECT_WAIT_S = 120
+RECONNECT_POLL_S = 1.0
 
 # SQLAlchemy driver name -> the pip package that provides it.
 _DRIVER_PACKAGES = {
@@ -127,6 +132,8 @@ def open_storage(
         location.path.parent.mkdir(parents=True, exist_ok=True)
         in_wal_mode = write_ahead_log and _use_write_ahead_log(location.path)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    else:  # a server: test each pooled connection before use, so a restart is noticed
+        engine_kwargs["pool_pre_ping"] = True
     beat: dict[str, Any] = {}
     if heartbeat is not None:
         beat = {
@@ -150,6 +157,8 @@ def open_storage(
         raise StudyError(f"cannot open --storage {location.url!r}: {message}") from None
     if location.path is not None:
         _close_at_exit(storage.engine)
+    else:
+        event.listen(storage.engine, "do_connect", _connect_patiently)
     if in_wal_mode:
         # In WAL mode, NORMAL syncs at checkpoints instead of at every commit. A killed
         # process still loses nothing committed; only a power cut may drop the last commits.
@@ -173,6 +182,24 @@ def heartbeat_of(storage: optuna.storages.BaseStorage) -> int | None:
     """The storage's heartbeat interval in seconds, or None where it keeps no heartbeats."""
     get = getattr(storage, "get_heartbeat_interval", None)
     return get() if get is not None else None
+
+
+def _connect_patiently(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect to the database server, waiting up to RECONNECT_WAIT_S while it is away.
+
+    SQLAlchemy calls this for every new connection after the first (the storage's own start
+    fails at once, with a clear error). With ``pool_pre_ping``, a server that restarted is
+    found out when a pooled connection is next used, and the replacement connection waits
+    here until the server answers again, instead of failing the trial.
+    """
+    deadline = time.monotonic() + RECONNECT_WAIT_S
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(RECONNECT_POLL_S)
 
 
 def _close_at_exit(engine: Engine) -> None:

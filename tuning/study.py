@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from tuning.errors import StudyError
 from tuning.protocol import BASELINE_ATTRS, BINDING_KEYS, METRIC_NAME, StudyRecord
-from tuning.space import TUTORIAL
+from tuning.space import TUTORIAL, distributions
 from tuning.storage import Location, open_storage
 from tuning.storage_checks import check_existing
 
@@ -133,6 +133,7 @@ def create_or_resume(
     record: StudyRecord,
     worker: int = 0,
     queue_baseline: bool = True,
+    where: str = "this storage",
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it if it exists; return it and whether it was resumed.
 
@@ -147,12 +148,15 @@ def create_or_resume(
     their own (``own_stream``).
 
     Raises:
-        StudyError: the existing study was created with other binding settings.
+        StudyError: the existing study was not made by this suite, samples its parameters
+            otherwise than this search space (``where`` names its storage in the message;
+            nothing is written then), or was created with other binding settings.
     """
     attrs = record.to_attrs()
     pruner = make_pruner(pruner_name, record.epochs)
     if study_name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+        refuse_foreign(study, where)
         stored = _wait_for_setup(study, attrs)
         if stored is None:  # its creator died half-way: finish the setup here, as a creator
             _set_up(study, attrs)
@@ -189,9 +193,43 @@ def create_or_resume(
     except optuna.exceptions.DuplicatedStudyError:  # another machine created it just now
         return create_or_resume(storage, study_name, sampler_name=sampler_name,
                                 pruner_name=pruner_name, seed=seed, record=record, worker=worker,
-                                queue_baseline=False)
+                                queue_baseline=False, where=where)
     _set_up(study, attrs)
     return study, False
+
+
+def refuse_foreign(study: optuna.Study, where: str) -> None:
+    """Refuse a study this search must not add trials to, before anything is written.
+
+    A study made by other means (plain Optuna, another tool) has trials but lacks the record
+    the search writes first; one whose trials sampled a parameter otherwise (another range, no
+    log scale, other choices) or that minimises would fail or mislead every trial added to it.
+    A study with no trial but the tutorial's is being set up by another process right now and
+    is waited for instead (``_wait_for_setup``).
+
+    Raises:
+        StudyError: one line naming the study, ``where`` it is and what differs.
+    """
+    name = f"study {study.study_name!r} in {where}"
+    fix = "pick another --study-name (or --storage) for this search."
+    if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
+        raise StudyError(f"{name} {'/'.join(d.name.lower() for d in study.directions)}s "
+                         f"its objective, but this search maximises validation accuracy; {fix}")
+    trials = study.get_trials(deepcopy=False)
+    missing = [key for key in BINDING_KEYS if key not in study.user_attrs]
+    own = [t for t in trials if not is_baseline(t)]
+    if missing and own:
+        raise StudyError(f"{name} was not made by python -m tuning.search: it has {len(own)} "
+                         f"trial(s) of its own but no {', '.join(missing)}; {fix}")
+    expected = distributions()
+    for trial in trials:
+        for param, dist in trial.distributions.items():
+            if param not in expected:
+                raise StudyError(f"{name} has a parameter {param!r} that this search space "
+                                 f"lacks (trial {trial.number}); {fix}")
+            if dist != expected[param]:
+                raise StudyError(f"{name} sampled {param} as {dist} (trial {trial.number}), "
+                                 f"this search space samples it as {expected[param]}; {fix}")
 
 
 def _set_up(study: optuna.Study, attrs: dict[str, Any]) -> None:
@@ -214,8 +252,8 @@ def _wait_for_setup(study: optuna.Study, attrs: dict[str, Any]) -> dict[str, Any
     """The study's user attributes once its creator has recorded the binding ones.
 
     Returns None if they are still missing after ``SETUP_WAIT_S`` (the creator died during
-    set-up). A study that already has trials of its own is never waited for: it was made by
-    other means (plain Optuna, say) and is resumed as it is.
+    set-up). A study that already has trials of its own never gets here without them:
+    ``refuse_foreign`` refused it first.
     """
     wanted = [key for key in BINDING_KEYS if key in attrs]
     deadline = time.monotonic() + SETUP_WAIT_S

@@ -1,7 +1,7 @@
 """The --workers supervisor: N worker processes on one study, their output, their end.
 
 ``supervise`` starts the worker processes of one machine, prefixes their lines with
-``[w1]``, ``[w2]``, ... and passes Ctrl-C on to them.
+``[w1]``, ``[w2]``, ... and passes Ctrl-C, SIGTERM and SIGHUP on to them.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
+from tuning.signals import STOP_SIGNALS, SUPERVISOR_ENV, Stopped, exit_status
+
 WORKER_FLAG = "--worker"  # hidden flag: "you are worker k", added to each worker's command line
 POLL_S = 0.2  # how often the supervisor looks at its workers
-INTERRUPT_WAIT_S = 60  # after Ctrl-C, how long workers get to mark their trial failed and exit
+# After a stop signal, how long workers get to mark their trial failed and exit before they are
+# killed: well inside the grace period a scheduler gives (Kubernetes: 30 s); they need about 1 s.
+INTERRUPT_WAIT_S = 20
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,12 @@ class Supervision:
     """What became of the workers of one run."""
 
     exits: list[WorkerExit] = field(default_factory=list)
-    interrupted: bool = False  # Ctrl-C reached the supervisor and was passed on
+    interrupted: Stopped | None = None  # the stop signal that reached the supervisor, passed on
 
     @property
     def failed(self) -> list[WorkerExit]:
         """Workers that ended for another reason than finishing or being interrupted."""
-        ok = (0, 130) if self.interrupted else (0,)
+        ok = (0, exit_status(self.interrupted)) if self.interrupted else (0,)
         return [e for e in self.exits if e.status not in ok]
 
 
@@ -70,16 +74,18 @@ def supervise(
 
     Each worker's stdout and stderr lines are written to ``out`` and ``err`` (default: this
     process's) prefixed ``[wk] ``. The workers run in their own process group, so a Ctrl-C
-    at the terminal reaches only this process, which passes SIGINT to each worker once and
+    at the terminal reaches only this process, which passes it on to each worker once and
     gives them ``INTERRUPT_WAIT_S`` seconds to mark their trial failed and exit (then kills
-    them). ``on_exit`` is called as soon as a worker ends with a status other than 0.
+    them); SIGTERM and SIGHUP likewise. Each worker learns this process's pid (in
+    ``SUPERVISOR_ENV``) and stops by itself should this process die, even by SIGKILL.
+    ``on_exit`` is called as soon as a worker ends with a status other than 0.
 
     Returns:
         How each worker ended, and whether the run was interrupted.
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", SUPERVISOR_ENV: str(os.getpid())}
     lock = threading.Lock()
     procs: list[subprocess.Popen] = []
     relays: list[threading.Thread] = []
@@ -105,13 +111,16 @@ def supervise(
                     if proc.returncode != 0 and on_exit is not None:
                         on_exit(result.exits[-1])
             time.sleep(POLL_S)
-    except KeyboardInterrupt:
-        result.interrupted = True
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits too
+    except KeyboardInterrupt as exc:
+        stop = exc if isinstance(exc, Stopped) else Stopped(signal.SIGINT)
+        result.interrupted = stop
+        # A second signal waits too: the workers are marking their trials failed.
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
         try:
-            _interrupt(procs, result)
+            _interrupt(procs, result, stop.signum)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     finally:
         for proc in procs:  # only reached with live workers if this process itself failed
             if proc.poll() is None:
@@ -123,12 +132,12 @@ def supervise(
     return result
 
 
-def _interrupt(procs: list[subprocess.Popen], result: Supervision) -> None:
+def _interrupt(procs: list[subprocess.Popen], result: Supervision, signum: int) -> None:
     done = {e.index for e in result.exits}
     live = [(k, p) for k, p in enumerate(procs, start=1) if k not in done]
     for _, proc in live:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
     deadline = time.monotonic() + INTERRUPT_WAIT_S
     for k, proc in live:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,14 @@ from tuning.cli import (
     add_data_and_device_arguments,
     fail,
     quiet_optuna,
+    stoppable,
 )
 from tuning.device import resolve_device
 from tuning.errors import StudyError
 from tuning.holdout import record_on_study
 from tuning.protocol import derive_seed
 from tuning.retrain import Retrained, replays_trial, retrain
+from tuning.signals import deferred, exit_status, stop_reason
 from tuning.space import Hyperparameters, describe
 from tuning.study import DEFAULT_STUDY_NAME
 
@@ -211,6 +214,7 @@ def _metrics(job: Job, settings: TrainSettings, result: Retrained, test: Tensors
     }
 
 
+@stoppable(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Retrain, test and save; return the process exit status."""
     settings = parse_settings(argv)
@@ -235,20 +239,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     warm_up_optimizers()  # so the printed training seconds are the training's own
+    written = False
     try:
         result = retrain(job.params, job.train, job.val, job.epochs, job.seed, device,
                          _print_epoch)
-        weights = weights_path(settings.out, config["study_name"])
-        write_weights(weights, result.model.state_dict())
-        # The test split is read here, after training, and scored exactly once.
-        test = load_split(job.source, "test").to(device)
-        metrics = _metrics(job, settings, result, test, device, weights)
-        metrics_file = metrics_path(settings.out, config["study_name"])
-        write_metrics(metrics_file, metrics)
-        if job.study is not None:
-            record_on_study(job.study, metrics)
+        with deferred():  # a stop signal waits until weights, metrics and record are written
+            weights = weights_path(settings.out, config["study_name"])
+            write_weights(weights, result.model.state_dict())
+            # The test split is read here, after training, and scored exactly once.
+            test = load_split(job.source, "test").to(device)
+            metrics = _metrics(job, settings, result, test, device, weights)
+            metrics_file = metrics_path(settings.out, config["study_name"])
+            write_metrics(metrics_file, metrics)
+            if job.study is not None:
+                record_on_study(job.study, metrics)
+            written = True
     except (ValueError, DataError, OSError) as exc:
         return fail(PROG, str(exc), status=EXIT_FAILED)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
+        done = "its files were written first" if written else "nothing was written"
+        print(f"\n{stop_reason(exc)} during the retrain; {done}.", file=sys.stderr)
+        return exit_status(exc)
     _print_result(job, settings, result, metrics, weights, metrics_file)
     return EXIT_OK
 

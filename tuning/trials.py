@@ -19,12 +19,13 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuning.protocol import WORKER_ATTR
+from tuning.signals import STOP_SIGNALS, Stopped
 from tuning.study import FINISHED
 
 POLL_S = 0.2  # how often a process waiting for others' last trials looks again
@@ -37,6 +38,25 @@ def cpu_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def check_workers(workers: int) -> None:
+    """Refuse more worker processes than this process has cores.
+
+    Each worker is a process that imports torch and loads the data (0.5-1.5 GB of memory); on
+    a CPU, more of them than cores only take turns on the same cores (see docs/scale-out.md).
+
+    Raises:
+        ValueError: ``workers`` exceeds the cores, with what to use instead.
+    """
+    cores = cpu_cores()
+    if workers > cores:
+        raise ValueError(
+            f"--workers {workers} is more than the {cores} CPU core(s) this process may use: "
+            "each worker is a process that imports torch and loads the data (0.5-1.5 GB), "
+            f"and more workers than cores only wait on each other. Use --workers {cores} or "
+            "fewer; to add machines, run the same command on each of them."
+        )
 
 
 def threads_per_worker(workers: int) -> int:
@@ -68,43 +88,45 @@ class _StartGate:
 
 
 class _DeferredInterrupt:
-    """Lets Ctrl-C stop a trial's training at once, and anything else at the next safe point.
+    """Lets a stop signal end a trial's training at once, and anything else at a safe point.
 
-    Inside the objective Optuna catches the KeyboardInterrupt and marks the trial failed.
-    Landing in Optuna's own storage calls (asking for a trial, telling its result) it would
-    leave a trial RUNNING for good, so there it only sets ``pending``, and ``check`` raises
-    once no trial is open.
+    Ctrl-C, SIGTERM and SIGHUP alike (``signals.STOP_SIGNALS``). Inside the objective Optuna
+    catches the KeyboardInterrupt and marks the trial failed. Landing in Optuna's own storage
+    calls (asking for a trial, telling its result) it would leave a trial RUNNING for good, so
+    there it only records the signal in ``pending``, and ``check`` raises once no trial is open.
     """
 
     def __init__(self) -> None:
-        self.pending = False
+        self.pending: int | None = None
         self.in_objective = False
-        self._previous: Callable | int | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
-    def _raise(self) -> None:
-        if callable(self._previous):
-            self._previous(signal.SIGINT, None)  # e.g. quiet_optuna's: hush, then raise
-        raise KeyboardInterrupt
+    def _raise(self, signum: int) -> None:
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, None)  # e.g. quiet_optuna's: hush, then raise Stopped
+        raise Stopped(signum)
 
-    def _on_sigint(self, signum: int, frame: object) -> None:
+    def _on_signal(self, signum: int, frame: object) -> None:
         if self.in_objective:
-            self._raise()
-        self.pending = True
+            self._raise(signum)
+        self.pending = signum
 
     def check(self) -> None:
-        """Raise KeyboardInterrupt if Ctrl-C came while it could not be raised."""
-        if self.pending:
-            self.pending = False
-            self._raise()
+        """Raise ``Stopped`` if a stop signal came while it could not be raised."""
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            self._raise(signum)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

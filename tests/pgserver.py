@@ -1,0 +1,72 @@
+"""A throwaway PostgreSQL server that a test starts, restarts and stops itself.
+
+Debian's ``postgresql`` package ships initdb and pg_ctl under /usr/lib/postgresql/<version>/bin;
+the server refuses to run as root, so as root it runs as the ``postgres`` user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+
+def binaries() -> Path | None:
+    """The folder holding initdb and pg_ctl, or None where PostgreSQL is not installed."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if found:
+        return Path(found[-1]).parent
+    pg_ctl = shutil.which("pg_ctl")
+    return Path(pg_ctl).parent if pg_ctl else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A PostgreSQL server in ``folder`` on a free port of 127.0.0.1, trust authentication."""
+
+    def __init__(self, folder: Path, bin_dir: Path) -> None:
+        self.folder = folder
+        self.data = folder / "pgdata"
+        self.bin = bin_dir
+        self.port = free_port()
+        self.user: str | None = None
+        if os.geteuid() == 0:  # postgres will not run as root
+            self.user = "postgres"
+            pwd.getpwnam(self.user)  # KeyError where there is no such user
+            shutil.chown(folder, self.user)
+            folder.chmod(0o755)
+            for parent in folder.parents:  # the server user must reach its folder
+                if parent == Path("/"):
+                    break
+                parent.chmod(parent.stat().st_mode | 0o011)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *command: str) -> None:
+        argv = [str(self.bin / command[0]), *command[1:]]
+        if self.user is not None:
+            argv = ["runuser", "-u", self.user, "--", *argv]
+        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
+                  str(self.folder / "server.log"), "-w", "start")
+
+    def stop(self) -> None:
+        """Stop the server at once, as a crash or fail-over would: connections are cut."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")

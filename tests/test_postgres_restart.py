@@ -1,0 +1,78 @@
+"""A PostgreSQL server that restarts in the middle of a search, as a managed database fails over.
+
+The test starts its own server (initdb into tmp_path, a free port), so stopping it harms nobody;
+it skips where PostgreSQL's binaries are missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests import pgserver
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.faults, pytest.mark.postgres]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+DOWN_S = 5  # how long the server stays away: well inside tuning.storage.RECONNECT_WAIT_S
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[pgserver.Server]:
+    bin_dir = pgserver.binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (Debian: apt-get install "
+                    "postgresql); this test starts a server of its own")
+    folder = tmp_path / "pg"
+    folder.mkdir()
+    server = pgserver.Server(folder, bin_dir)
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            server.stop()
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return optuna.load_study(study_name="restart", storage=url).trials
+    except (KeyError, optuna.exceptions.StorageInternalError):
+        return []
+
+
+def test_workers_wait_for_a_restarted_server_and_finish_the_study(server, tmp_path, idx_dir):
+    command = [sys.executable, "-m", "tuning.search", "--storage", server.url, "--study-name",
+               "restart", "--data-dir", str(idx_dir), "--val-size", "100", "--n-trials", "6",
+               "--epochs", "40", "--pruner", "none", "--sampler", "random", "--workers", "2",
+               "--heartbeat", "2"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while True:  # until a trial finished and both workers are training
+        states = [t.state for t in _trials(server.url)]
+        if sum(s in FINISHED for s in states) >= 1 and states.count(TrialState.RUNNING) == 2:
+            break
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the workers never got going"
+        time.sleep(0.3)
+    server.stop()
+    time.sleep(DOWN_S)
+    server.start()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "Traceback" not in err, err
+    trials = _trials(server.url)
+    assert sum(t.state in FINISHED for t in trials) == 6
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert not [t for t in trials if t.state == TrialState.FAIL], "the restart failed a trial"
