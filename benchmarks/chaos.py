@@ -1,9 +1,9 @@
 """python -m benchmarks.chaos: a study under fire, on SQLite and on PostgreSQL.
 
 Several search processes share one study, as machines of a cluster would (each a lone
-``python -m tuning.search`` with the same flags). While they work, a driver kills a random one
-with SIGKILL every few seconds and starts a replacement, and once sends SIGTERM to all of them
-(a scheduler stopping the job) and starts them again. At the end it prints:
+``python -m tuning.search`` with the same flags). While they work, a driver kills one that is
+in the middle of a trial with SIGKILL every few seconds and starts a replacement, and once
+sends SIGTERM to all of them (a scheduler stopping the job) and starts them again. At the end it prints:
 
 - finished: complete and pruned trials, which must equal the target exactly;
 - lost: trials seen finished during the run that are no longer finished (must be 0);
@@ -53,7 +53,7 @@ class Outcome:
     running: int = 0
     failed: int = 0
     retries: int = 0
-    kills: int = 0
+    kills: int = 0  # each lands in the middle of a trial
     sigterms: int = 0
     exits: list[int] = field(default_factory=list)  # exit statuses of the processes
 
@@ -129,10 +129,10 @@ def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def _training(procs: list[subprocess.Popen], trials: list[optuna.trial.FrozenTrial]
               ) -> list[subprocess.Popen]:
-    """The processes in the middle of a trial (all of them if none is)."""
+    """The processes in the middle of a trial."""
     busy = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in trials
             if t.state == TrialState.RUNNING and "worker" in t.user_attrs}
-    return [p for p in procs if p.pid in busy] or procs
+    return [p for p in procs if p.pid in busy]
 
 
 def run(url: str, args: argparse.Namespace, *, chaos: bool, logs: Path) -> Outcome:
@@ -169,7 +169,11 @@ def run(url: str, args: argparse.Namespace, *, chaos: bool, logs: Path) -> Outco
                 outcome.sigterms += 1
                 fleet.fill()  # ...and starts it again
             elif outcome.kills < args.kills and len(seen) < args.trials:
-                rng.choice(_training(fleet.live(), trials)).kill()
+                training = _training(fleet.live(), trials)
+                if not training:  # all are starting up or between trials: try again soon
+                    time.sleep(POLL_S)
+                    continue
+                rng.choice(training).kill()  # in the middle of a trial, its heartbeat running
                 outcome.kills += 1
                 fleet.fill()
             next_kill = time.monotonic() + args.kill_every

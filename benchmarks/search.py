@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[tuple[int, Run, Run]] = []
     with tempfile.TemporaryDirectory(prefix="fashion-tune-bench-") as tmp:
         if args.keep:
+            args.keep = args.keep.resolve()  # the searches run from the project's root
             tmp = str(args.keep)
             args.keep.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:

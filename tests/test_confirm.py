@@ -14,15 +14,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from benchmarks.synthetic import write_fashion_mnist
 from model.data import load_split, locate, split_train_val
-from tests.conftest import (
-    ROOT,
-    Searched,
-    run_cli,
-    run_main,
-    study_content,
-    write_fashion_mnist,
-)
+from tests.conftest import ROOT, Searched, run_cli, run_main, study_content
 from tuning.objective import Objective
 from tuning.protocol import CONFIRM_PLAN_ATTR as PLAN_ATTR
 from tuning.protocol import CONFIRM_RUNS_PREFIX as RUNS_PREFIX

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.synthetic import N_TEST, N_TRAIN, synthetic_split, write_fashion_mnist, write_idx
 from model.data import (
     DataError,
     Tensors,
@@ -15,7 +16,6 @@ from model.data import (
     read_idx,
     split_train_val,
 )
-from tests.conftest import N_TEST, N_TRAIN, synthetic_split, write_fashion_mnist, write_idx
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -16,7 +16,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import ROOT, run_cli, run_main, write_fashion_mnist
+from benchmarks.synthetic import write_fashion_mnist
+from tests.conftest import ROOT, run_cli, run_main
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

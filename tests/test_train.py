@@ -12,18 +12,11 @@ import pytest
 import torch
 from optuna_dashboard import get_note, save_note
 
+from benchmarks.synthetic import N_TEST, N_TRAIN, write_fashion_mnist, write_idx
 from model.data import CLASSES, load_split, locate, split_train_val
 from model.loops import evaluate
 from model.network import NeuralNetwork
-from tests.conftest import (
-    N_TEST,
-    N_TRAIN,
-    Searched,
-    run_cli,
-    run_main,
-    write_fashion_mnist,
-    write_idx,
-)
+from tests.conftest import Searched, run_cli, run_main
 from tuning.holdout import NOTE_HEADING, record_on_study
 
 STUDY = "fashion-mnist"

@@ -23,7 +23,13 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from tuning.errors import StudyError
 
@@ -36,6 +42,7 @@ JOURNAL_SUFFIX = ".log"  # a --storage path ending so is an Optuna journal file
 # reconnect every RECONNECT_POLL_S, before the storage call fails.
 RECONNECT_WAIT_S = 120
 RECONNECT_POLL_S = 1.0
+CREATE_ATTEMPTS = 4  # tries to open a new database whose tables another process is creating
 
 # SQLAlchemy driver name -> the pip package that provides it.
 _DRIVER_PACKAGES = {
@@ -142,10 +149,7 @@ def open_storage(
             "heartbeat_stale_trial_callback": retry_stale_trial,
         }
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental": nothing to act on
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(location.url, engine_kwargs=engine_kwargs,
-                                                 **beat)
+        storage = _rdb_storage(location.url, engine_kwargs, beat)
     except ImportError:
         package = _DRIVER_PACKAGES.get(location.driver, location.driver)
         raise StudyError(
@@ -166,6 +170,27 @@ def open_storage(
                      lambda conn, _: conn.execute("PRAGMA synchronous=NORMAL"))
         storage.engine.dispose()  # connections opened before the listener: closed, reopened
     return storage
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], beat: dict[str, Any]
+                 ) -> optuna.storages.RDBStorage:
+    """Optuna's database storage; a process that loses the race to create its tables retries.
+
+    Processes started together on a new database (two ``--workers`` commands, machines of a
+    cluster) each create Optuna's tables if missing; all but one then meet "already exists".
+    By the retry the tables are there, and the storage opens as on any existing database.
+    """
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental": nothing to act on
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
+            if not lost_race or attempt == CREATE_ATTEMPTS:
+                raise
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def retry_stale_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

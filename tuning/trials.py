@@ -28,7 +28,8 @@ from tuning.protocol import WORKER_ATTR
 from tuning.signals import STOP_SIGNALS, Stopped
 from tuning.study import FINISHED
 
-POLL_S = 0.2  # how often a process waiting for others' last trials looks again
+POLL_S = 0.2  # how often a process waiting for others' last trials checks for a stop signal
+RECOUNT_S = 1.0  # how often it counts the study's trials again
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -215,7 +216,9 @@ def _loop(
                 gate.release()
                 if heartbeat is None:
                     return
-                until = time.monotonic() + heartbeat
+                # Look again soon: the others' last trials may end any moment (and a stale
+                # one is failed only once its heartbeats stop, found at the next count).
+                until = time.monotonic() + min(heartbeat, RECOUNT_S)
                 while time.monotonic() < until:
                     interrupt.check()
                     time.sleep(POLL_S)
