@@ -3,7 +3,8 @@
 Several search processes share one study, as machines of a cluster would (each a lone
 ``python -m tuning.search`` with the same flags). While they work, a driver kills one that is
 in the middle of a trial with SIGKILL every few seconds and starts a replacement, and once
-sends SIGTERM to all of them (a scheduler stopping the job) and starts them again. At the end it prints:
+sends SIGTERM to all of them (a scheduler stopping the job) and starts them again. At the
+end it prints:
 
 - finished: complete and pruned trials, which must equal the target exactly;
 - lost: trials seen finished during the run that are no longer finished (must be 0);
