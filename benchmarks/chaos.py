@@ -120,6 +120,12 @@ class Fleet:
             proc.wait()
         self.live()
 
+    def kill(self) -> None:
+        """End every process left (the driver itself failed): none may outlive the run."""
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
 
 def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     try:
@@ -144,41 +150,45 @@ def run(url: str, args: argparse.Namespace, *, chaos: bool, logs: Path) -> Outco
                "random", "--heartbeat", str(args.heartbeat), "--data-dir", str(args.data_dir),
                "--val-size", str(args.val_size), "--pruner", "none"]
     fleet = Fleet(command, args.processes, logs)
-    rng = random.Random(args.seed)
-    outcome = Outcome("chaos" if chaos else "undisturbed", 0.0)
-    seen: set[int] = set()  # numbers of trials seen finished at some point
-    start = time.monotonic()
-    fleet.start()  # one process creates the study; the others join once it exists
-    first_log = logs / "process-1.log"
-    while "Study " not in first_log.read_text():  # its first line: the study exists
-        if not fleet.live():
-            raise SystemExit(f"the first search process failed:\n{first_log.read_text()}")
-        time.sleep(POLL_S)
-    fleet.fill()
-    next_kill = None
-    while fleet.live():
-        trials = _trials(url, name)
-        seen |= {t.number for t in trials if t.state in FINISHED}
-        if chaos and seen and next_kill is None:
-            next_kill = time.monotonic() + args.kill_every
-        if chaos and next_kill is not None and time.monotonic() >= next_kill:
-            if outcome.kills == args.kills // 2 and not outcome.sigterms:
-                for proc in fleet.live():  # the scheduler stops the whole job...
-                    proc.send_signal(signal.SIGTERM)
-                for proc in fleet.live():
-                    proc.wait()
-                outcome.sigterms += 1
-                fleet.fill()  # ...and starts it again
-            elif outcome.kills < args.kills and len(seen) < args.trials:
-                training = _training(fleet.live(), trials)
-                if not training:  # all are starting up or between trials: try again soon
-                    time.sleep(POLL_S)
-                    continue
-                rng.choice(training).kill()  # in the middle of a trial, its heartbeat running
-                outcome.kills += 1
-                fleet.fill()
-            next_kill = time.monotonic() + args.kill_every
-        time.sleep(POLL_S)
+    try:
+        rng = random.Random(args.seed)
+        outcome = Outcome("chaos" if chaos else "undisturbed", 0.0)
+        seen: set[int] = set()  # numbers of trials seen finished at some point
+        start = time.monotonic()
+        fleet.start()  # one process creates the study; the others join once it exists
+        first_log = logs / "process-1.log"
+        while "Study " not in first_log.read_text():  # its first line: the study exists
+            if not fleet.live():
+                raise SystemExit(f"the first search process failed:\n{first_log.read_text()}")
+            time.sleep(POLL_S)
+        fleet.fill()
+        next_kill = None
+        while fleet.live():
+            trials = _trials(url, name)
+            seen |= {t.number for t in trials if t.state in FINISHED}
+            if chaos and seen and next_kill is None:
+                next_kill = time.monotonic() + args.kill_every
+            if chaos and next_kill is not None and time.monotonic() >= next_kill:
+                if outcome.kills == args.kills // 2 and not outcome.sigterms:
+                    for proc in fleet.live():  # the scheduler stops the whole job...
+                        proc.send_signal(signal.SIGTERM)
+                    for proc in fleet.live():
+                        proc.wait()
+                    outcome.sigterms += 1
+                    fleet.fill()  # ...and starts it again
+                elif outcome.kills < args.kills and len(seen) < args.trials:
+                    training = _training(fleet.live(), trials)
+                    if not training:  # all are starting up or between trials: try again soon
+                        time.sleep(POLL_S)
+                        continue
+                    rng.choice(training).kill()  # in the middle of a trial, its heartbeat running
+                    outcome.kills += 1
+                    fleet.fill()
+                next_kill = time.monotonic() + args.kill_every
+            time.sleep(POLL_S)
+    except BaseException:
+        fleet.kill()
+        raise
     fleet.wait()
     outcome.seconds = time.monotonic() - start
     trials = _trials(url, name)

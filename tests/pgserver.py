@@ -57,7 +57,12 @@ class Server:
         argv = [str(self.bin / command[0]), *command[1:]]
         if self.user is not None:
             argv = ["runuser", "-u", self.user, "--", *argv]
-        subprocess.run(argv, check=True, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            log = self.folder / "server.log"
+            tail = log.read_text()[-2000:] if log.exists() else "(no server log)"
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stdout}"
+                               f"{done.stderr}\nserver log:\n{tail}")
 
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
@@ -65,8 +70,8 @@ class Server:
     def start(self) -> None:
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
-                  str(self.folder / "server.log"), "-w", "start")
+                  str(self.folder / "server.log"), "-w", "-t", "120", "start")
 
     def stop(self) -> None:
         """Stop the server at once, as a crash or fail-over would: connections are cut."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "120", "stop")

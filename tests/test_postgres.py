@@ -41,7 +41,7 @@ def _trials(study_name: str) -> list[optuna.trial.FrozenTrial]:
 def test_three_workers_share_one_postgres_study_and_stop_at_its_target(
     tmp_path, idx_dir, study_name
 ):
-    result = run_cli("tuning.search", *_command(study_name, idx_dir, "--workers", "3",
+    result = run_cli("tuning.search", *_command(study_name, idx_dir, "--workers", "2",
                                                 "--n-trials", "12", "--epochs", "1"),
                      cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -40,7 +40,7 @@ def server(tmp_path: Path) -> Iterator[pgserver.Server]:
     try:
         yield server
     finally:
-        with contextlib.suppress(subprocess.SubprocessError):
+        with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
             server.stop()
 
 

@@ -80,7 +80,7 @@ def test_workers_resume_toward_the_same_study_wide_target(tmp_path, searched):
     assert "4 of 6 trials finished" in again.stdout
     trials = _trials(study.url)
     assert len(trials) == 6 and all(t.state in FINISHED for t in trials)
-    done = _search(tmp_path, study.data, study.url, "--workers", "3", "--n-trials", "6",
+    done = _search(tmp_path, study.data, study.url, "--workers", "2", "--n-trials", "6",
                    "--epochs", "2")
     assert done.returncode == 0 and "already reached its target" in done.stdout
     assert "[w1]" not in done.stdout  # no worker started for nothing
