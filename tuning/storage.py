@@ -9,10 +9,12 @@ checks a location before anything is written to it.
 from __future__ import annotations
 
 import atexit
+import functools
 import sqlite3
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +174,45 @@ def open_storage(
     return storage
 
 
+def _lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a connection to the server that broke."""
+    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
+    return isinstance(cause, OperationalError) or getattr(cause, "connection_invalidated", False)
+
+
+def _patient(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` retried while the server is away, for up to RECONNECT_WAIT_S."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + RECONNECT_WAIT_S
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except (optuna.exceptions.StorageInternalError, OperationalError) as exc:
+                if not _lost_connection(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(RECONNECT_POLL_S)
+
+    return call
+
+
+class _PatientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's database storage whose every call outlasts a server restart.
+
+    A query in flight when the server stops fails with a broken connection; the call is
+    repeated on a fresh connection (``_connect_patiently`` waits for the server). Optuna's
+    writes are upserts or state changes keyed by trial, so a repeat changes nothing twice.
+    The exception: a new trial whose commit reached the server just as the connection broke
+    is created twice, and the copy stays RUNNING (it has no heartbeat); this has not been seen.
+    """
+
+
+for _name, _method in vars(optuna.storages.RDBStorage).items():
+    if callable(_method) and not _name.startswith("_"):
+        setattr(_PatientRDBStorage, _name, _patient(_method))
+
+
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], beat: dict[str, Any]
                  ) -> optuna.storages.RDBStorage:
     """Optuna's database storage; a process that loses the race to create its tables retries.
@@ -184,7 +225,9 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any], beat: dict[str, Any]
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental": nothing to act on
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **beat)
+                cls = (optuna.storages.RDBStorage if url.startswith("sqlite")
+                       else _PatientRDBStorage)
+                return cls(url, engine_kwargs=engine_kwargs, **beat)
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
             lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
             if not lost_race or attempt == CREATE_ATTEMPTS:
