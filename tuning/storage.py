@@ -9,12 +9,10 @@ checks a location before anything is written to it.
 from __future__ import annotations
 
 import atexit
-import functools
 import sqlite3
 import time
 import warnings
 import weakref
-from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +32,13 @@ from sqlalchemy.exc import (
 )
 
 from tuning.errors import StudyError
+from tuning.reconnect import PatientRDBStorage, connect_patiently
 
 SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite lock instead of failing at once
 HEARTBEAT_S = 10  # default --heartbeat: a running trial records that it is alive this often
 GRACE_HEARTBEATS = 3  # silent for this many heartbeats: its worker is dead, fail and retry it
 MAX_RETRIES = 2  # a trial whose worker died this often is left failed: it may be the cause
 JOURNAL_SUFFIX = ".log"  # a --storage path ending so is an Optuna journal file
-# A database server that goes away (a restart, a fail-over) is waited for this long, trying to
-# reconnect every RECONNECT_POLL_S, before the storage call fails.
-RECONNECT_WAIT_S = 120
-RECONNECT_POLL_S = 1.0
 CREATE_ATTEMPTS = 4  # tries to open a new database whose tables another process is creating
 
 # SQLAlchemy driver name -> the pip package that provides it.
@@ -164,7 +159,7 @@ def open_storage(
     if location.path is not None:
         _close_at_exit(storage.engine)
     else:
-        event.listen(storage.engine, "do_connect", _connect_patiently)
+        event.listen(storage.engine, "do_connect", connect_patiently)
     if in_wal_mode:
         # In WAL mode, NORMAL syncs at checkpoints instead of at every commit. A killed
         # process still loses nothing committed; only a power cut may drop the last commits.
@@ -172,45 +167,6 @@ def open_storage(
                      lambda conn, _: conn.execute("PRAGMA synchronous=NORMAL"))
         storage.engine.dispose()  # connections opened before the listener: closed, reopened
     return storage
-
-
-def _lost_connection(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is a connection to the server that broke."""
-    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
-    return isinstance(cause, OperationalError) or getattr(cause, "connection_invalidated", False)
-
-
-def _patient(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method`` retried while the server is away, for up to RECONNECT_WAIT_S."""
-
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + RECONNECT_WAIT_S
-        while True:
-            try:
-                return method(*args, **kwargs)
-            except (optuna.exceptions.StorageInternalError, OperationalError) as exc:
-                if not _lost_connection(exc) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(RECONNECT_POLL_S)
-
-    return call
-
-
-class _PatientRDBStorage(optuna.storages.RDBStorage):
-    """Optuna's database storage whose every call outlasts a server restart.
-
-    A query in flight when the server stops fails with a broken connection; the call is
-    repeated on a fresh connection (``_connect_patiently`` waits for the server). Optuna's
-    writes are upserts or state changes keyed by trial, so a repeat changes nothing twice.
-    The exception: a new trial whose commit reached the server just as the connection broke
-    is created twice, and the copy stays RUNNING (it has no heartbeat); this has not been seen.
-    """
-
-
-for _name, _method in vars(optuna.storages.RDBStorage).items():
-    if callable(_method) and not _name.startswith("_"):
-        setattr(_PatientRDBStorage, _name, _patient(_method))
 
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], beat: dict[str, Any]
@@ -226,7 +182,7 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any], beat: dict[str, Any]
             with warnings.catch_warnings():  # heartbeats are "experimental": nothing to act on
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 cls = (optuna.storages.RDBStorage if url.startswith("sqlite")
-                       else _PatientRDBStorage)
+                       else PatientRDBStorage)
                 return cls(url, engine_kwargs=engine_kwargs, **beat)
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
             lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
@@ -250,24 +206,6 @@ def heartbeat_of(storage: optuna.storages.BaseStorage) -> int | None:
     """The storage's heartbeat interval in seconds, or None where it keeps no heartbeats."""
     get = getattr(storage, "get_heartbeat_interval", None)
     return get() if get is not None else None
-
-
-def _connect_patiently(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
-    """Connect to the database server, waiting up to RECONNECT_WAIT_S while it is away.
-
-    SQLAlchemy calls this for every new connection after the first (the storage's own start
-    fails at once, with a clear error). With ``pool_pre_ping``, a server that restarted is
-    found out when a pooled connection is next used, and the replacement connection waits
-    here until the server answers again, instead of failing the trial.
-    """
-    deadline = time.monotonic() + RECONNECT_WAIT_S
-    while True:
-        try:
-            return dialect.connect(*cargs, **cparams)
-        except dialect.loaded_dbapi.OperationalError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(RECONNECT_POLL_S)
 
 
 def _close_at_exit(engine: Engine) -> None:
