@@ -25,7 +25,7 @@ class Main(Protocol):
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work itself failed (a trial, the workers, a write)
 EXIT_USAGE = 2  # bad input: a flag, a file, a study that cannot be used as asked
-EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); other stop signals: signals.exit_status
+# Stopped by Ctrl-C, SIGTERM or SIGHUP: 128 + the signal, from signals.exit_status.
 
 
 class Parser(argparse.ArgumentParser):

@@ -56,10 +56,6 @@ class StudyRecord:
         """The record as study user attributes."""
         return {key: value for key, value in asdict(self).items() if value is not None}
 
-    def binding(self) -> dict[str, Any]:
-        """The attributes a resumed study must match."""
-        return {key: getattr(self, key) for key in BINDING_KEYS}
-
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], study_name: str) -> StudyRecord:
         """Read the record back from a study's user attributes.

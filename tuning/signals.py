@@ -45,9 +45,6 @@ def stop_reason(exc: BaseException) -> str:
     return "Interrupted" if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}"
 
 
-Handler = Callable[[int, FrameType | None], object]
-
-
 def raise_on_stop_signals(before: Callable[[], None] | None = None) -> None:
     """From now on every stop signal raises ``Stopped`` where it lands (main thread only).
 

@@ -139,7 +139,7 @@ def create_or_resume(
 
     A new study stores ``record`` as study user attributes and gets the tutorial's own
     configuration enqueued as its first trial. A resumed study must have been created with the
-    same binding settings (``StudyRecord.binding``), else its trials would not be comparable.
+    same binding settings (``protocol.BINDING_KEYS``), else its trials would not be comparable.
 
     A ``worker`` (from 1) of a parallel run leaves the tutorial's queueing to the process that
     started it, so the baseline runs once however many workers there are; so does a process
