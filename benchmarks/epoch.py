@@ -1,10 +1,13 @@
 """Training throughput: the tutorial's DataLoader loop against the suite's tensor loop.
 
 For each batch size, the tutorial's own loop (torchvision dataset + ToTensor + DataLoader) and
-the suite's ``model.loops.train_epoch`` in each precision it offers train a fresh network on
-the same number of images, back to back, and the table shows images per second, the ratio to
-the tutorial, the achieved GFLOP/s and its share of the machine's float32 peak. Repeats take
-the median. Nothing here is a pass/fail test; the targets line only reports.
+the suite's ``model.loops.train_epoch`` in each precision and float32 kernel it offers train a
+fresh network on the same number of images, back to back, and the table shows images per
+second, the ratio to the tutorial, the achieved GFLOP/s and its share of the machine's peak.
+The peaks are measured here (the best rate of large oneDNN matrix products, float32 and
+bf16) unless given. The first lines say which kernel and precision the suite chooses on this
+machine and why. Repeats take the median. Nothing here is a pass/fail test; the targets lines
+only report.
 
     python -m benchmarks.epoch            # full: 25,600 images per measurement, 3 repeats
     python -m benchmarks.epoch --quick    # a few minutes: 6,400 images, 1 repeat
@@ -17,6 +20,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,19 +29,58 @@ from torch.utils.data import DataLoader
 
 from benchmarks.tutorial import torchvision_root, train_loop, tutorial_dataset
 from model.data import DEFAULT_DATA_DIR, Tensors, load_split, locate
+from model.kernels import KERNELS, fp32_kernel, native_bf16
 from model.loops import PRECISIONS, flush_denormals, shuffle_buffer, train_epoch
 from model.network import NeuralNetwork
+from tuning.precision import choose_precision
 from tuning.retrain import seeded_start
 from tuning.space import BATCH_SIZES, TUTORIAL
 
-# This project's CI machine: 2 vCPUs of an AMD EPYC (Zen 3) at 2.45 GHz, each with two 256-bit
-# FMA pipes (2 x 8 lanes x 2 FLOP = 32 float32 FLOP per cycle): 2 x 2.45 x 32 = 157 GFLOP/s.
-# Pass --peak-gflops for another machine (cores x GHz x FLOP/cycle).
-DEFAULT_PEAK_GFLOPS = 157.0
 FULL_IMAGES, QUICK_IMAGES = 25_600, 6_400
 FULL_REPEATS, QUICK_REPEATS = 3, 1
 WARMUP_BATCHES = 10  # untimed steps first: allocator and thread pools warm up
 TARGETS = {64: (2.0, 3.0), 256: (None, 4.0)}  # batch -> (fp32 ratio, fastest-precision ratio)
+PEAK_TARGET = 0.6  # share of the peak the chosen kernel should reach at batch 256
+PEAK_SIZES = (1024, 2048)  # square matrix products that measure the peak
+PEAK_SECONDS = 0.5  # per size and dtype
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of the table: a precision, and for float32 the kernel."""
+
+    precision: str
+    kernel: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision} {self.kernel}" if self.precision == "fp32" else self.precision
+
+
+def measure_peak(dtype: torch.dtype) -> float:
+    """GFLOP/s of the best large square matrix product on oneDNN (``aten`` without it).
+
+    A compute-bound product is as close to the cores' fused multiply-add peak as software
+    gets; it stands for "cores x clock x FLOP per cycle" where the clock under a hypervisor
+    is unknown.
+    """
+    best = 0.0
+    onednn = torch.backends.mkldnn.is_available()
+    for n in PEAK_SIZES:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+
+        def product(a: torch.Tensor = a, b: torch.Tensor = b) -> object:
+            if onednn:
+                return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+            return a @ b.t()
+
+        product()
+        runs, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < PEAK_SECONDS:
+            product()
+            runs += 1
+        best = max(best, 2 * n**3 * runs / elapsed / 1e9)
+    return best
 
 
 def train_flops_per_image(model: nn.Module) -> int:
@@ -65,9 +108,11 @@ def tutorial_rate(dataset, batch_size: int, images: int, seed: int) -> float:
     return _timed(lambda: train_loop(loader, model, loss_fn, optimizer, max_batches=batches))
 
 
-def suite_rate(data: Tensors, batch_size: int, precision: str, seed: int) -> float:
+def suite_rate(data: Tensors, batch_size: int, variant: Variant, seed: int) -> float:
     """Images/s of the suite's train_epoch over ``data`` (SGD, lr 1e-3, as the tutorial)."""
     model, optimizer, generator = seeded_start(TUTORIAL, seed, torch.device("cpu"))
+    model.use_kernel(variant.kernel)
+    precision = variant.precision
     buffer = shuffle_buffer(data)
     warm = Tensors(data.images[: WARMUP_BATCHES * batch_size],
                    data.labels[: WARMUP_BATCHES * batch_size])
@@ -85,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.epoch",
         description="Training images per second: the tutorial's DataLoader loop against the "
-        "suite's loop in each precision, per batch size, measured back to back.",
+        "suite's loop in each precision and float32 kernel, per batch size, back to back.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true",
@@ -96,12 +141,109 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"measurements per cell, median taken (default {FULL_REPEATS})")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
-    parser.add_argument("--peak-gflops", type=float, default=DEFAULT_PEAK_GFLOPS,
-                        help="float32 peak of this machine, for the share-of-peak column "
-                        "(default: this project's 2-core AMD EPYC Zen 3 at 2.45 GHz)")
+    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=None,
+                        help="float32 kernels to measure (default: torch's own, and oneDNN "
+                        "where this torch has it)")
+    parser.add_argument("--peak-gflops", type=float, default=None,
+                        help="float32 peak of this machine (cores x GHz x FLOP per cycle); "
+                        "default: measured here on large matrix products")
+    parser.add_argument("--bf16-peak-gflops", type=float, default=None,
+                        help="bf16 peak of this machine; default: measured here")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def variants(precisions: Sequence[str], kernels: Sequence[str] | None) -> list[Variant]:
+    """The table's columns: float32 on each kernel, then bf16 (autocast picks its kernel)."""
+    if kernels is None:
+        kernels = KERNELS if torch.backends.mkldnn.is_available() else ("aten",)
+    chosen = fp32_kernel(torch.device("cpu")).value
+    out = [Variant("fp32", k) for k in kernels if "fp32" in precisions]
+    out += [Variant(p, chosen) for p in precisions if p != "fp32"]
+    return out
+
+
+def print_choices(flops: int, images: int, repeats: int, peaks: dict[str, float]) -> None:
+    """The run's first lines: the machine, and what the suite chooses on it and why."""
+    cpu = torch.device("cpu")
+    kernel = fp32_kernel(cpu)
+    precision = choose_precision("auto", cpu)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}; {images} images per measurement, "
+          f"median of {repeats}; {flops / 1e6:.2f} MFLOP per training image", flush=True)
+    print(f"float32 kernel chosen here: {kernel.value} ({kernel.reason})")
+    print(f"precision auto chooses here: {precision.value} ({precision.reason}; "
+          f"native bf16: {native_bf16(cpu)[0]})")
+    print("peaks: " + ", ".join(f"{name} {gflops:.0f} GFLOP/s" for name, gflops in
+                               peaks.items()), flush=True)
+
+
+def measure(args: argparse.Namespace, data: Tensors, columns: list[Variant], images: int,
+            repeats: int) -> dict[tuple[int, str], float]:
+    """Median images/s per (batch size, column label), the tutorial's included."""
+    rates: dict[tuple[int, str], float] = {}
+    with torchvision_root(locate(args.data_dir)) as root:
+        dataset = tutorial_dataset(root)
+        for batch_size in args.batch_sizes:
+            runs: dict[str, list[float]] = {"tutorial": []}
+            for repeat in range(repeats):
+                seed = args.seed + repeat
+                runs["tutorial"].append(tutorial_rate(dataset, batch_size, images, seed))
+                for column in columns:
+                    runs.setdefault(column.label, []).append(
+                        suite_rate(data, batch_size, column, seed))
+            for name, values in runs.items():
+                rates[batch_size, name] = statistics.median(values)
+            print(f"  batch {batch_size}: " + ", ".join(
+                f"{name} {rates[batch_size, name]:,.0f} img/s" for name in runs), flush=True)
+    return rates
+
+
+def print_table(args: argparse.Namespace, columns: list[Variant], rates: dict, flops: int,
+                peaks: dict[str, float]) -> None:
+    header = f"{'batch':>5} | {'tutorial img/s':>14}"
+    for column in columns:
+        header += f" | {column.label + ' img/s':>17} {'x tut':>6} {'GFLOP/s':>7} {'% peak':>6}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for batch_size in args.batch_sizes:
+        base = rates[batch_size, "tutorial"]
+        row = f"{batch_size:>5} | {base:>14,.0f}"
+        for column in columns:
+            rate = rates[batch_size, column.label]
+            gflops = rate * flops / 1e9
+            row += (f" | {rate:>17,.0f} {rate / base:>5.2f}x {gflops:>7.1f} "
+                    f"{100 * gflops / peaks[column.precision]:>5.0f}%")
+        print(row)
+    print()
+
+
+def print_targets(args: argparse.Namespace, columns: list[Variant], rates: dict, flops: int,
+                  peaks: dict[str, float]) -> None:
+    labels = [c.label for c in columns]
+    fp32 = Variant("fp32", fp32_kernel(torch.device("cpu")).value)
+    for batch_size, (fp32_target, fastest_target) in TARGETS.items():
+        if batch_size not in args.batch_sizes:
+            continue
+        base = rates[batch_size, "tutorial"]
+        if fp32_target and fp32.label in labels:
+            ratio = rates[batch_size, fp32.label] / base
+            print(f"target fp32 at batch {batch_size}: {ratio:.2f}x the tutorial "
+                  f"(target {fp32_target}x: {'met' if ratio >= fp32_target else 'missed'})")
+        best = max(labels, key=lambda label: rates[batch_size, label])
+        ratio = rates[batch_size, best] / base
+        print(f"target fastest ({best}) at batch {batch_size}: {ratio:.2f}x the "
+              f"tutorial (target {fastest_target}x: "
+              f"{'met' if ratio >= fastest_target else 'missed'})")
+    if 256 not in args.batch_sizes:
+        return
+    for column in columns:
+        if column.precision == "fp32" and column != fp32:
+            continue  # the share-of-peak target is the chosen kernel's
+        share = rates[256, column.label] * flops / 1e9 / peaks[column.precision]
+        print(f"target {column.label} at batch 256: {100 * share:.0f}% of the "
+              f"{column.precision} peak (target {100 * PEAK_TARGET:.0f}%: "
+              f"{'met' if share >= PEAK_TARGET else 'missed'})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,57 +251,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     flush_denormals()  # as the search does; the tutorial's SGD meets no denormals either way
     images = args.images or (QUICK_IMAGES if args.quick else FULL_IMAGES)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
-    source = locate(args.data_dir)
-    train = load_split(source, "train")
+    train = load_split(locate(args.data_dir), "train")
     data = Tensors(train.images[:images].clone(), train.labels[:images].clone())
     flops = train_flops_per_image(NeuralNetwork())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}; {images} images per measurement, "
-          f"median of {repeats}; {flops / 1e6:.2f} MFLOP per training image; float32 peak "
-          f"{args.peak_gflops:.0f} GFLOP/s", flush=True)
-    rates: dict[tuple[int, str], float] = {}
-    with torchvision_root(source) as root:
-        dataset = tutorial_dataset(root)
-        for batch_size in args.batch_sizes:
-            runs: dict[str, list[float]] = {"tutorial": []}
-            for repeat in range(repeats):
-                seed = args.seed + repeat
-                runs["tutorial"].append(tutorial_rate(dataset, batch_size, images, seed))
-                for precision in args.precisions:
-                    runs.setdefault(precision, []).append(
-                        suite_rate(data, batch_size, precision, seed))
-            for name, values in runs.items():
-                rates[batch_size, name] = statistics.median(values)
-            print(f"  batch {batch_size}: " + ", ".join(
-                f"{name} {rates[batch_size, name]:,.0f} img/s" for name in runs), flush=True)
-
-    header = f"{'batch':>5} | {'tutorial img/s':>14}"
-    for precision in args.precisions:
-        header += f" | {precision + ' img/s':>11} {'x tut':>6} {'GFLOP/s':>7} {'% peak':>6}"
-    print("\n" + header + "\n" + "-" * len(header))
-    for batch_size in args.batch_sizes:
-        base = rates[batch_size, "tutorial"]
-        row = f"{batch_size:>5} | {base:>14,.0f}"
-        for precision in args.precisions:
-            rate = rates[batch_size, precision]
-            gflops = rate * flops / 1e9
-            row += (f" | {rate:>11,.0f} {rate / base:>5.2f}x {gflops:>7.1f} "
-                    f"{100 * gflops / args.peak_gflops:>5.0f}%")
-        print(row)
-    print()
-    for batch_size, (fp32_target, fastest_target) in TARGETS.items():
-        if batch_size not in args.batch_sizes:
-            continue
-        base = rates[batch_size, "tutorial"]
-        best = max(args.precisions, key=lambda p: rates[batch_size, p])
-        if fp32_target and "fp32" in args.precisions:
-            ratio = rates[batch_size, "fp32"] / base
-            print(f"target fp32 at batch {batch_size}: {ratio:.2f}x the tutorial "
-                  f"(target {fp32_target}x: {'met' if ratio >= fp32_target else 'missed'})")
-        ratio = rates[batch_size, best] / base
-        print(f"target fastest precision ({best}) at batch {batch_size}: {ratio:.2f}x the "
-              f"tutorial (target {fastest_target}x: "
-              f"{'met' if ratio >= fastest_target else 'missed'})")
+    columns = variants(args.precisions, args.kernels)
+    peaks = {"fp32": args.peak_gflops or measure_peak(torch.float32)}
+    if "bf16" in args.precisions:
+        peaks["bf16"] = args.bf16_peak_gflops or measure_peak(torch.bfloat16)
+    print_choices(flops, images, repeats, peaks)
+    rates = measure(args, data, columns, images, repeats)
+    print_table(args, columns, rates, flops, peaks)
+    print_targets(args, columns, rates, flops, peaks)
     return 0
 
 

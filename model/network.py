@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from model.kernels import KERNELS, linear
+
 
 @dataclass(frozen=True)
 class NetworkConfig:
@@ -16,6 +18,18 @@ class NetworkConfig:
     classes: int = 10  # FashionMNIST's ten clothing classes
 
 
+class KernelLinear(nn.Linear):
+    """``nn.Linear`` whose float32 matrix products run on a chosen kernel (model.kernels).
+
+    Same parameters and state_dict keys as ``nn.Linear``; only where the products run differs.
+    """
+
+    kernel = "aten"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias, self.kernel)
+
+
 class NeuralNetwork(nn.Module):
     """Flatten -> (Linear -> ReLU) per hidden layer -> Linear to logits.
 
@@ -23,18 +37,28 @@ class NeuralNetwork(nn.Module):
     (``linear_relu_stack.0.weight`` ...) load into this module unchanged.
     """
 
-    def __init__(self, config: NetworkConfig | None = None) -> None:
+    def __init__(self, config: NetworkConfig | None = None, kernel: str = "aten") -> None:
         super().__init__()
         config = config or NetworkConfig()
         self.config = config
         layers: list[nn.Module] = []
         width = config.in_features
         for hidden in config.hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            layers += [KernelLinear(width, hidden), nn.ReLU()]
             width = hidden
-        layers.append(nn.Linear(width, config.classes))
+        layers.append(KernelLinear(width, config.classes))
         self.flatten = nn.Flatten()
         self.linear_relu_stack = nn.Sequential(*layers)
+        self.use_kernel(kernel)
+
+    def use_kernel(self, kernel: str) -> None:
+        """Run the float32 matrix products on ``kernel`` (one of ``model.kernels.KERNELS``)."""
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {kernel!r}; choose from {', '.join(KERNELS)}")
+        self.kernel = kernel
+        for module in self.modules():
+            if isinstance(module, KernelLinear):
+                module.kernel = kernel
 
     def forward(self, x: Tensor) -> Tensor:
         """Return unnormalised class scores (logits) for a batch of images."""

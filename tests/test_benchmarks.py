@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 from tests.conftest import run_cli, run_main, study_content
 
@@ -21,8 +22,14 @@ def test_epoch_benchmark_prints_rates_ratios_and_targets_per_batch_size(tmp_path
     assert result.returncode == 0, result.stderr
     rows = {int(m[1]): m[0] for m in re.finditer(r"^\s+(\d+) \|.*$", result.stdout, re.M)}
     assert set(rows) == {32, 64}
-    # tutorial img/s, then img/s, ratio, GFLOP/s and % of peak for fp32 and bf16
-    assert len(re.findall(r"\d\.\d\dx", rows[64])) == 2
+    # tutorial img/s, then img/s, ratio, GFLOP/s and % of peak for fp32 on each kernel, bf16
+    kernels = 2 if torch.backends.mkldnn.is_available() else 1
+    assert len(re.findall(r"\d\.\d\dx", rows[64])) == kernels + 1
+    # What the suite chooses on this machine, and the measured peaks, come first.
+    assert re.search(r"^float32 kernel chosen here: (aten|onednn) \(.+\)$", result.stdout, re.M)
+    assert re.search(r"^precision auto chooses here: (fp32|bf16) \(auto: .+\)$", result.stdout,
+                     re.M)
+    assert re.search(r"^peaks: fp32 \d+ GFLOP/s, bf16 \d+ GFLOP/s$", result.stdout, re.M)
     assert re.search(r"target fp32 at batch 64: \d+\.\d\dx the tutorial \(target 2\.0x: "
                      r"(met|missed)\)", result.stdout)
 

@@ -84,9 +84,50 @@ def test_a_confirmation_run_is_the_seeded_run_the_search_would_have_made(searche
                             VAL_SIZE, 0)
     replay = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     replay.enqueue_trial(best.params, user_attrs={"seed": run["seed"]})
-    replay.optimize(Objective(split, epochs=2, seed=0, device=torch.device("cpu")), n_trials=1)
+    # In the precision the run recorded (auto: bf16 where the CPU has it, else fp32).
+    replay.optimize(Objective(split, epochs=2, seed=0, device=torch.device("cpu"),
+                              precision=run["precision"]), n_trials=1)
     curve = replay.trials[0].user_attrs["val_accuracy"]
     assert (run["last_val_accuracy"], run["best_val_accuracy"]) == (curve[-1], max(curve))
+    assert run["trained_with_seeds"] == 1
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_seeds_stacked_into_one_model_record_the_runs_one_at_a_time_would(searched, tmp_path,
+                                                                           precision):
+    runs = {}
+    for stack in ("yes", "no"):
+        (tmp_path / stack).mkdir()
+        copy = searched.copy_to(tmp_path / stack)
+        result = _confirm(copy, "--top", "2", "--seeds", "3", "--stack-seeds", stack,
+                          "--precision", precision)
+        assert result.returncode == 0, result.stderr
+        assert f"Precision {precision} (--precision {precision} was asked for); seeds " \
+               f"stacked: {stack} (--stack-seeds {stack} was asked for)." in result.stdout
+        study = optuna.load_study(study_name=STUDY, storage=copy.url)
+        runs[stack] = {(key, r["seed"]): r for key, value in study.user_attrs.items()
+                       if key.startswith(RUNS_PREFIX) for r in value["runs"]}
+    assert set(runs["yes"]) == set(runs["no"]) and len(runs["yes"]) == 6
+    for key, stacked in runs["yes"].items():
+        alone = runs["no"][key]
+        assert (stacked["trained_with_seeds"], alone["trained_with_seeds"]) == (3, 1)
+        assert stacked["precision"] == alone["precision"] == precision
+        # The same training up to float rounding: on 100 validation images, a prediction.
+        assert stacked["last_val_accuracy"] == pytest.approx(alone["last_val_accuracy"],
+                                                             abs=0.011)
+
+
+def test_seeds_stack_by_default_where_batched_products_are_fast():
+    from tuning.confirmation import stack_seeds
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert stack_seeds("auto", cpu, "bf16").value == "yes"
+    assert stack_seeds("auto", cpu, "fp32").value == "no"
+    assert stack_seeds("auto", cuda, "fp32").value == "yes"
+    assert stack_seeds("no", cuda, "bf16").value == "no"
+    assert stack_seeds("yes", cpu, "fp32").value == "yes"
+    with pytest.raises(ValueError, match="--stack-seeds must be one of auto, yes, no"):
+        stack_seeds("maybe", cpu, "fp32")
 
 
 def test_a_rerun_resumes_and_more_seeds_add_only_the_missing_runs(searched, tmp_path):

@@ -59,7 +59,7 @@ def test_bf16_precision_is_used_and_recorded_on_every_trial(tmp_path, idx_dir, s
     assert "precision bf16" in result.stdout
     trials = _load(tmp_path).get_trials(states=FINISHED)
     assert [t.user_attrs["precision"] for t in trials] == ["bf16", "bf16"]
-    # The session's study was searched without --precision: the default is recorded as such.
+    # The session's study was searched with --precision fp32.
     default = optuna.load_study(study_name=searched.name, storage=searched.url)
     assert default.trials[0].user_attrs["precision"] == "fp32"
 

@@ -89,7 +89,7 @@ def test_the_retrain_uses_the_best_trials_thread_count_so_it_replays_it(tmp_path
     with torch_threads(1):
         result = run_main("tuning.search", "--storage", url, "--data-dir", str(idx_dir),
                           "--val-size", str(VAL_SIZE), "--n-trials", "1", "--epochs", "2",
-                          cwd=tmp_path)
+                          "--precision", "fp32", cwd=tmp_path)  # as the retrain
     assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name=STUDY, storage=url).trials
     assert {t.user_attrs["torch_threads"] for t in trials} == {1}

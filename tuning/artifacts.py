@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 
 from tuning.errors import StudyError
-from tuning.protocol import HISTORY_KEYS, SEED_ATTR, THREADS_ATTR
+from tuning.protocol import HISTORY_KEYS, KERNEL_ATTR, PRECISION_ATTR, SEED_ATTR, THREADS_ATTR
 from tuning.selection import chosen
 from tuning.storage import Location
 from tuning.study import DEFAULT_STUDY_NAME, count_states, load_study
@@ -98,6 +98,8 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
         "seed": attrs.get("seed"),
         "trial_seed": best.user_attrs.get(SEED_ATTR),
         "trial_threads": best.user_attrs.get(THREADS_ATTR),
+        "trial_precision": best.user_attrs.get(PRECISION_ATTR),
+        "trial_kernel": best.user_attrs.get(KERNEL_ATTR),
         "data_split": {key: attrs.get(key) for key in ("train_size", "val_size", "split_seed")},
         "history": {key: best.user_attrs.get(key) for key in HISTORY_KEYS},
         "trials": count_states(study),

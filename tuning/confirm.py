@@ -31,6 +31,7 @@ from tuning.cli import (
 )
 from tuning.device import resolve_device
 from tuning.errors import StudyError
+from tuning.precision import DEFAULT_PRECISION, PRECISION_CHOICES, choose_precision
 from tuning.protocol import StudyRecord
 from tuning.selection import Choice, Run, confirmed, record_run
 from tuning.signals import exit_status, stop_reason
@@ -53,6 +54,8 @@ class ConfirmSettings:
     workers: int = 1  # processes, one torch thread each when more than one (CPU only)
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "auto"
+    precision: str = DEFAULT_PRECISION  # auto: bf16 where native; runs are compared, not shipped
+    stack_seeds: str = "auto"  # a configuration's seeds as one stacked model where that pays
 
     def check(self) -> None:
         """Raise ValueError naming the first flag whose value cannot work."""
@@ -81,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=d.workers,
                         help="processes on this machine, one torch thread each if more than 1")
     add_data_and_device_arguments(parser, d.data_dir, d.device)
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=d.precision,
+                        help="arithmetic of the forward pass, as in the search: auto is bf16 "
+                        "where the CPU or GPU computes bf16 natively, fp32 elsewhere")
+    parser.add_argument("--stack-seeds", choices=confirmation.STACK_CHOICES,
+                        default=d.stack_seeds,
+                        help="train a configuration's seeds together as one stacked model "
+                        "(same runs, batched products); auto: where batched products are "
+                        "fast (bf16, CUDA)")
     return parser
 
 
@@ -100,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = load_study(location, settings.study_name)
         record = StudyRecord.from_attrs(study.user_attrs, settings.study_name)
         planned = confirmation.plan(study, record, settings.top, settings.seeds)
+        precision = choose_precision(settings.precision, device)
+        stacked = confirmation.stack_seeds(settings.stack_seeds, device, precision.value)
         source, data = load_searched_split(settings.data_dir, record.val_size,
                                            record.split_seed, record.train_size)
     except (ValueError, DataError, StudyError) as exc:
@@ -111,13 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"in {location.url}: {settings.seeds} fresh seed(s) each, {record.epochs} epochs, "
           f"{len(tasks)} run(s) to go; {settings.workers} process(es), device {device}.",
           flush=True)
+    print(f"Precision {precision.value} ({precision.reason}); seeds stacked: {stacked.value} "
+          f"({stacked.reason}).", flush=True)
     by_number = {t.number: t for t in planned.trials}
     if settings.workers == 1:
-        confirmation.use(data, device)
+        confirmation.use(data, device, precision.value)
     del data  # each worker process loads its own copy
     done = 0
     try:
-        for run in confirmation.run_all(tasks, settings.workers, source.folder, record):
+        for run in confirmation.run_all(tasks, settings.workers, source.folder, record,
+                                        precision.value, stacked.value == "yes"):
             record_run(study, by_number[run.trial], run)
             done += 1
             _print_run(run, by_number[run.trial].params, done, len(tasks))

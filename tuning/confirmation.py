@@ -22,10 +22,11 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from model.data import TrainValSplit, load_searched_split
+from model.kernels import HardwareChoice
 from model.loops import flush_denormals, warm_up_optimizers
 from tuning.errors import StudyError
 from tuning.protocol import CONFIRM_PLAN_ATTR, StudyRecord, derive_seed
-from tuning.retrain import Diverged, retrain
+from tuning.retrain import Diverged, retrain, retrain_seeds
 from tuning.selection import Run, candidates, recorded_runs
 from tuning.space import Hyperparameters
 
@@ -76,52 +77,101 @@ def save_plan(study: optuna.Study, planned: Plan) -> None:
     study.set_user_attr(CONFIRM_PLAN_ATTR, planned.record)
 
 
-# A worker process's data and device (set once by _start_worker, or by use() for one process).
+STACK_CHOICES = ("auto", "yes", "no")  # --stack-seeds
+
+
+def stack_seeds(requested: str, device: torch.device, precision: str) -> HardwareChoice:
+    """Whether a configuration's seeds train together as one stacked model, and why.
+
+    ``auto`` stacks them where batched matrix products are fast: bf16 (oneDNN on the CPU)
+    and CUDA. CPU float32 batched products are MKL's, which on a Zen 5 EPYC ran at under
+    half the rate of the one-seed oneDNN kernel (``python -m benchmarks.confirm``), so
+    float32 on the CPU trains one seed at a time.
+    """
+    if requested in ("yes", "no"):
+        return HardwareChoice(requested, f"--stack-seeds {requested} was asked for")
+    if requested != "auto":
+        raise ValueError(f"--stack-seeds must be one of {', '.join(STACK_CHOICES)}, but got "
+                         f"{requested!r}.")
+    if device.type == "cuda":
+        return HardwareChoice("yes", "auto: batched products fill the GPU better")
+    if precision == "bf16":
+        return HardwareChoice("yes", "auto: batched bf16 products run on oneDNN")
+    return HardwareChoice("no", f"auto: batched {precision} products on {device.type} are "
+                          "slower than one seed's")
+
+
+def jobs(tasks: list[Task], stacked: bool) -> list[list[Task]]:
+    """What one call trains: all of a configuration's missing seeds (stacked), or one run."""
+    if not stacked:
+        return [[task] for task in tasks]
+    groups: dict[int, list[Task]] = {}
+    for task in tasks:
+        groups.setdefault(task.trial, []).append(task)
+    return list(groups.values())
+
+
+# A worker process's data, device and precision (set by _start_worker, or by use()).
 _WORKER: dict[str, Any] = {}
 
 
-def use(data: TrainValSplit, device: torch.device) -> None:
+def use(data: TrainValSplit, device: torch.device, precision: str = "fp32") -> None:
     """Train this process's runs on ``data`` and ``device`` (``run_all`` with one worker)."""
     _WORKER.update(data=TrainValSplit(data.train.to(device), data.val.to(device), data.seed),
-                   device=device)
+                   device=device, precision=precision)
     warm_up_optimizers()
 
 
-def _start_worker(data_dir: Path, val_size: int, split_seed: int) -> None:
+def _start_worker(data_dir: Path, val_size: int, split_seed: int, precision: str) -> None:
     # Ctrl-C is the parent's to handle: it keeps what is recorded and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     flush_denormals()
     torch.set_num_threads(1)  # the machine's threads are shared out between the workers
     use(load_searched_split(data_dir, val_size, split_seed, download=False)[1],
-        torch.device("cpu"))
+        torch.device("cpu"), precision)
 
 
-def _run(task: Task) -> Run:
-    data, start = _WORKER["data"], time.perf_counter()
-    try:
-        history = retrain(Hyperparameters.from_params(task.params), data.train, data.val,
-                          task.epochs, task.seed, _WORKER["device"]).history
-    except Diverged as exc:  # a run that diverges scores what its network still scores
-        history = exc.history
-    accuracies = history["val_accuracy"]
-    return Run(task.trial, task.seed, accuracies[-1], max(accuracies),
-               time.perf_counter() - start, torch.get_num_threads())
+def _run(job: list[Task]) -> list[Run]:
+    data, device, precision = _WORKER["data"], _WORKER["device"], _WORKER["precision"]
+    params = Hyperparameters.from_params(job[0].params)
+    start = time.perf_counter()
+    if len(job) == 1:
+        task = job[0]
+        try:
+            history = retrain(params, data.train, data.val, task.epochs, task.seed, device,
+                              precision=precision).history
+        except Diverged as exc:  # a run that diverges scores what its network still scores
+            history = exc.history
+        histories = [history]
+    else:
+        histories = [run.history for run in retrain_seeds(
+            params, data.train, data.val, job[0].epochs, [t.seed for t in job], device,
+            precision)]
+    seconds = (time.perf_counter() - start) / len(job)  # each run's share of the wall time
+    return [Run(task.trial, task.seed, history["val_accuracy"][-1],
+                max(history["val_accuracy"]), seconds, torch.get_num_threads(), precision,
+                len(job))
+            for task, history in zip(job, histories, strict=True)]
 
 
-def run_all(tasks: list[Task], workers: int, data_dir: Path, record: StudyRecord
-            ) -> Iterator[Run]:
+def run_all(tasks: list[Task], workers: int, data_dir: Path, record: StudyRecord,
+            precision: str = "fp32", stacked: bool = False) -> Iterator[Run]:
     """Run ``tasks`` here (data set by ``use``) or in ``workers`` processes, as they end.
 
-    Each worker process loads the split from ``data_dir`` itself and trains with one torch
-    thread, so the machine's cores are shared out between them.
+    With ``stacked``, a configuration's seeds train together as one model (``retrain_seeds``)
+    and end together. Each worker process loads the split from ``data_dir`` itself and trains
+    with one torch thread, so the machine's cores are shared out between them.
     """
+    todo = jobs(tasks, stacked)
     if workers == 1:
-        yield from map(_run, tasks)
+        for job in todo:
+            yield from _run(job)
         return
-    init = (data_dir, record.val_size, record.split_seed)
+    init = (data_dir, record.val_size, record.split_seed, precision)
     pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, init)
     try:
-        yield from pool.imap_unordered(_run, tasks)
+        for runs in pool.imap_unordered(_run, todo):
+            yield from runs
         pool.close()
     finally:
         pool.terminate()

@@ -14,6 +14,7 @@ from model.loops import EpochResult, run_epochs, shuffle_buffer, warm_up_optimiz
 from tuning.protocol import (
     DIVERGED,
     HISTORY_KEYS,
+    KERNEL_ATTR,
     PRECISION_ATTR,
     PRUNED_REASON_ATTR,
     SEED_ATTR,
@@ -64,6 +65,7 @@ class Objective:
         # CPU results depend on the thread count (it splits the sums): a replay needs it too.
         trial.set_user_attr(THREADS_ATTR, torch.get_num_threads())
         model, optimizer, shuffle = seeded_start(params, seed, self.device)
+        trial.set_user_attr(KERNEL_ATTR, model.kernel)
         history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         best = 0.0
         for result in run_epochs(model, optimizer, self.train, self.val, epochs=self.epochs,

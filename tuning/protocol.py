@@ -25,6 +25,7 @@ METRIC_NAME = "val_accuracy"  # what a trial's value is: its best validation acc
 SEED_ATTR = "seed"  # the trial's own seed: weights and shuffling
 PRECISION_ATTR = "precision"  # fp32 or bf16, the arithmetic it trained in
 THREADS_ATTR = "torch_threads"  # its torch.get_num_threads(): CPU sums depend on it
+KERNEL_ATTR = "fp32_kernel"  # aten or onednn: where its float32 products ran
 WORKER_ATTR = "worker"  # host:pid of the process that ran it
 PRUNED_REASON_ATTR = "pruned_reason"  # why a pruned trial stopped
 DIVERGED = "diverged"  # how the pruned_reason of a NaN or infinite run begins

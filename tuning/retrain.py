@@ -16,17 +16,23 @@ from typing import Any
 import torch
 
 from model.data import Tensors
+from model.kernels import fp32_kernel
 from model.loops import EpochResult, make_optimizer, run_epochs
 from model.network import NeuralNetwork
+from model.stacked import StackedMLP, run_stacked_epochs
 from tuning.space import Hyperparameters
 
 
 def seeded_start(
     params: Hyperparameters, seed: int, device: torch.device
 ) -> tuple[NeuralNetwork, torch.optim.Optimizer, torch.Generator]:
-    """A fresh network, its optimizer and the shuffling generator, all from ``seed``."""
+    """A fresh network, its optimizer and the shuffling generator, all from ``seed``.
+
+    The network's float32 products run on the kernel this hardware is fastest with
+    (``model.kernels.fp32_kernel``: a rule on the hardware, so one machine replays a seed).
+    """
     torch.manual_seed(seed)
-    model = NeuralNetwork().to(device)
+    model = NeuralNetwork(kernel=fp32_kernel(device).value).to(device)
     optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
     return model, optimizer, torch.Generator().manual_seed(seed)
 
@@ -57,14 +63,15 @@ def retrain(
     seed: int,
     device: torch.device,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    precision: str = "fp32",
 ) -> Retrained:
     """Train a fresh network the way a search trial does; score ``val`` after each epoch.
 
     The network's weights and the shuffling come from ``seed`` (``seeded_start``), so the best
     trial's seed, data and epochs replay that trial. With ``val``, the returned model holds the
     weights of the epoch with the best validation accuracy (the epoch a trial's value comes
-    from); without it, those of the last epoch. Float32 on purpose: the final model is trained
-    and scored at full precision.
+    from); without it, those of the last epoch. Float32 by default: the final model is trained
+    and scored at full precision (a confirmation run may ask for bf16).
 
     Raises:
         Diverged: the training loss turned NaN or infinite (a ``ValueError``).
@@ -77,7 +84,8 @@ def retrain(
     best_accuracy, kept_epoch, kept_state = -1.0, epochs, None
     begin = time.perf_counter()
     for result in run_epochs(model, optimizer, train, val, epochs=epochs,
-                             batch_size=params.batch_size, generator=shuffle):
+                             batch_size=params.batch_size, generator=shuffle,
+                             precision=precision):
         history["train_loss"].append(round(result.train_loss, 6))
         history["epoch_seconds"].append(round(result.seconds, 3))
         if result.val_loss is not None and result.val_accuracy is not None:
@@ -98,15 +106,61 @@ def retrain(
     return Retrained(model, history, seconds, kept_epoch)
 
 
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed's run among several trained together (``retrain_seeds``)."""
+
+    seed: int
+    history: dict[str, list[float]]  # val_loss, val_accuracy, train_loss: up to divergence
+    diverged: bool
+
+
+def retrain_seeds(params: Hyperparameters, train: Tensors, val: Tensors, epochs: int,
+                  seeds: list[int], device: torch.device, precision: str = "fp32"
+                  ) -> list[SeedRun]:
+    """``retrain`` from each of ``seeds``, all at once as one stacked model (model.stacked).
+
+    Each seed starts from the weights and shuffling ``seeded_start`` gives it, so each run is
+    the separate run from that seed up to float rounding. A seed whose training loss turns NaN
+    or infinite keeps its history up to that epoch, as ``Diverged`` carries it for one run.
+    """
+    train, val = train.to(device), val.to(device)
+    starts = [seeded_start(params, seed, device) for seed in seeds]
+    model = StackedMLP([net for net, _, _ in starts]).to(device)
+    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
+    histories: list[dict[str, list[float]]] = [
+        {"train_loss": [], "val_loss": [], "val_accuracy": []} for _ in seeds]
+    diverged = [False] * len(seeds)
+    for stacked in run_stacked_epochs(model, optimizer, train, val, epochs=epochs,
+                                      batch_size=params.batch_size,
+                                      generators=[g for _, _, g in starts],
+                                      precision=precision):
+        for k, result in enumerate(stacked.results):
+            if diverged[k]:
+                continue
+            histories[k]["train_loss"].append(round(result.train_loss, 6))
+            histories[k]["val_loss"].append(round(result.val_loss or 0.0, 6))
+            histories[k]["val_accuracy"].append(result.val_accuracy or 0.0)
+            diverged[k] = not math.isfinite(result.train_loss)
+        if all(diverged):
+            break
+    return [SeedRun(seed, history, flag)
+            for seed, history, flag in zip(seeds, histories, diverged, strict=True)]
+
+
 def replays_trial(config: dict[str, Any], history: dict[str, list[float]], epochs: int, seed: int,
              train_on: str) -> bool | None:
     """Whether a retrain's validation curve equals its trial's; None where not comparable.
 
     Comparable only when it retrained the trial's own images (``train_on`` "train") from the
-    trial's seed for the study's epochs, as recorded in the exported ``config``.
+    trial's seed for the study's epochs, as recorded in the exported ``config``, and the trial
+    trained in float32 as a retrain does (exports from before precisions were recorded count
+    as float32, the default then).
     """
     searched = (config.get("history") or {}).get("val_accuracy")
     if train_on != "train" or not searched or seed != config.get("trial_seed"):
+        return None
+    if (config.get("trial_precision") or "fp32") != "fp32":
         return None
     if epochs != config.get("epochs"):
         return None

@@ -21,6 +21,7 @@ from model.data import (
     TrainValSplit,
     load_searched_split,
 )
+from model.kernels import HardwareChoice, fp32_kernel
 from model.loops import EpochResult, flush_denormals
 from tuning.cli import (
     EXIT_FAILED,
@@ -32,6 +33,7 @@ from tuning.cli import (
 from tuning.device import resolve_device
 from tuning.errors import StudyError
 from tuning.objective import Objective
+from tuning.precision import choose_precision
 from tuning.protocol import StudyRecord
 from tuning.search_output import Progress, interrupted, summary
 from tuning.search_settings import PROG, SearchSettings, parse_settings
@@ -62,6 +64,7 @@ class Prepared:
     source: Source
     data: TrainValSplit | None
     device: torch.device
+    precision: HardwareChoice  # --precision resolved on this hardware
 
 
 def _prepare(settings: SearchSettings) -> Prepared:
@@ -86,7 +89,8 @@ def _prepare(settings: SearchSettings) -> Prepared:
         pruner_name=settings.pruner, seed=settings.seed, record=record, worker=settings.worker,
         where=location.url,
     )
-    return Prepared(settings, location, study, storage, resumed, source, data, device)
+    return Prepared(settings, location, study, storage, resumed, source, data, device,
+                    choose_precision(settings.precision, device))
 
 
 def _announce(run: Prepared) -> None:
@@ -108,10 +112,13 @@ def _announce(run: Prepared) -> None:
     print(
         f"Data: {len(data.train)} train / {len(data.val)} validation images from "
         f"{run.source.folder} ({run.source.how}); device {run.device}, {threads}, "
-        f"precision {settings.precision}; {settings.epochs} epochs per trial, sampler "
+        f"precision {run.precision.value}; {settings.epochs} epochs per trial, sampler "
         f"{settings.sampler}, pruner {settings.pruner}, seed {settings.seed}.",
         flush=True,
     )
+    kernel = fp32_kernel(run.device)
+    print(f"Precision {run.precision.value}: {run.precision.reason}. Float32 products on "
+          f"{kernel.value}: {kernel.reason}.", flush=True)
 
 
 def _run_here(run: Prepared) -> int:
@@ -130,7 +137,7 @@ def _run_here(run: Prepared) -> int:
             progress.epoch(trial, result)
 
     objective = Objective(run.data, settings.epochs, settings.seed, run.device, on_epoch,
-                          precision=settings.precision)
+                          precision=run.precision.value)
     try:
         run_trials(run.study, objective, settings.n_trials, storage_url=run.location.url,
                    heartbeat=heartbeat_of(run.storage), timeout=settings.timeout,

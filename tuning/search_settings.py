@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.data import DEFAULT_DATA_DIR
-from model.loops import PRECISIONS
 from tuning.cli import HelpFormatter, Parser, add_data_and_device_arguments, add_study_arguments
+from tuning.precision import DEFAULT_PRECISION, PRECISION_CHOICES
 from tuning.storage import HEARTBEAT_S, Location
 from tuning.study import DEFAULT_STUDY_NAME, PRUNERS, SAMPLERS
 from tuning.supervisor import WORKER_FLAG
@@ -34,7 +34,7 @@ class SearchSettings:
     device: str = "auto"
     val_size: int = 10_000  # taken from the 60,000 training images
     split_seed: int = 0  # fixes which images are validation, the same for every study
-    precision: str = "fp32"  # bf16 is slower on CPUs without bf16: docs/decisions.md
+    precision: str = DEFAULT_PRECISION  # auto: bf16 where native (docs/decisions.md)
     workers: int = 1  # processes on this machine sharing the study; they split the CPU threads
     heartbeat: int = HEARTBEAT_S  # seconds between a running trial's heartbeats (databases)
     worker: int = 0  # set by --workers in each worker it starts (1..N); 0: not a worker
@@ -53,10 +53,9 @@ class SearchSettings:
             raise ValueError(f"--n-trials must be at least 1, but got {self.n_trials}.")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"--precision must be one of {', '.join(PRECISIONS)}, but got {self.precision!r}."
-            )
+        if self.precision not in PRECISION_CHOICES:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, but "
+                             f"got {self.precision!r}.")
         if self.val_size < 1:
             raise ValueError(f"--val-size must be at least 1, but got {self.val_size}.")
         if self.workers < 1:
@@ -104,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-size", type=int, default=d.val_size,
                         help="training images held out for validation")
     parser.add_argument(
-        "--precision", choices=PRECISIONS, default=d.precision,
-        help="arithmetic of the forward pass: fp32, or bf16 autocast (weights stay float32; "
-        "faster only where the CPU or GPU has native bf16, see docs/decisions.md)",
+        "--precision", choices=PRECISION_CHOICES, default=d.precision,
+        help="arithmetic of the forward pass: fp32, bf16 autocast (weights stay float32), or "
+        "auto: bf16 where the CPU or GPU computes bf16 natively, fp32 elsewhere (see "
+        "docs/decisions.md)",
     )
     parser.add_argument(
         "--workers", type=int, default=d.workers,

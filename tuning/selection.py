@@ -34,8 +34,10 @@ class Run:
     seed: int
     last_val_accuracy: float
     best_val_accuracy: float
-    seconds: float
+    seconds: float  # its share of the wall time where seeds trained together
     threads: int
+    precision: str = "fp32"
+    together: int = 1  # seeds trained as one stacked model with it, itself included
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def record_run(study: optuna.Study, trial: FrozenTrial, run: Run) -> None:
     runs = [r for r in recorded_runs(study, trial.number) if r["seed"] != run.seed]
     runs.append({"seed": run.seed, "last_val_accuracy": run.last_val_accuracy,
                  "best_val_accuracy": run.best_val_accuracy, "seconds": round(run.seconds, 3),
-                 "torch_threads": run.threads})
+                 "torch_threads": run.threads, "precision": run.precision,
+                 "trained_with_seeds": run.together})
     last = [r["last_val_accuracy"] for r in runs]
     study.set_user_attr(confirm_runs_key(trial.number), {
         "params": trial.params,
