@@ -13,6 +13,7 @@ and the median speedup. bf16 may be the search default only where the correlatio
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -94,14 +95,26 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"fp32 {fp32_acc:.4f} in {fp32_s:6.1f} s | bf16 {bf16_acc:.4f} in {bf16_s:6.1f} s "
               f"| bf16 speedup {fp32_s / bf16_s:.2f}x", flush=True)
     rho = spearmanr([r[1] for r in rows], [r[2] for r in rows]).statistic
+    top_fp32 = max(range(len(rows)), key=lambda i: rows[i][1])
+    top_bf16 = max(range(len(rows)), key=lambda i: rows[i][2])
+    # Noise: the standard error of the difference of two accuracies on these images.
+    p = rows[top_fp32][1]
+    noise = math.sqrt(2 * p * (1 - p) / len(split.val))
+    top_gap = rows[top_fp32][1] - rows[top_bf16][1]
+    print(f"\ntop by fp32: configuration {top_fp32} (fp32 {rows[top_fp32][1]:.4f}); top by "
+          f"bf16: configuration {top_bf16}, whose fp32 accuracy is {rows[top_bf16][1]:.4f}: "
+          f"{top_gap:.4f} below the fp32 top ({'within' if top_gap <= noise else 'beyond'} "
+          f"the noise of {noise:.4f}, one standard error of a difference on "
+          f"{len(split.val)} images)")
     speedup = statistics.median(r[3] / r[4] for r in rows)
     gap = statistics.median(abs(r[1] - r[2]) for r in rows)
-    print(f"\nSpearman rank correlation of validation accuracies: {rho:.3f} "
+    print(f"Spearman rank correlation of validation accuracies: {rho:.3f} "
           f"(threshold {RANK_THRESHOLD})")
     print(f"median bf16 speedup over fp32: {speedup:.2f}x; median |accuracy gap|: {gap:.4f}")
-    verdict = rho >= RANK_THRESHOLD and speedup > 1.0
-    print("verdict: bf16 " + ("may be the search default here" if verdict else
-                              "stays opt-in here; fp32 remains the default"))
+    verdict = rho >= RANK_THRESHOLD and top_gap <= noise and speedup > 1.0
+    print("verdict: " + ("bf16 ranks configurations as fp32 does and is faster here, as "
+                         "--precision auto assumes where bf16 is native" if verdict else
+                         "bf16 does not pay here (rank, top or speed): fp32 is the choice"))
     return 0
 
 

@@ -16,6 +16,16 @@ import torch
 from tests.conftest import run_cli, run_main, study_content
 
 
+def test_confirm_benchmark_times_seeds_one_at_a_time_and_stacked(tmp_path, idx_dir):
+    result = run_main("benchmarks.confirm", "--data-dir", str(idx_dir), "--val-size", "100",
+                      "--configs", "2", "--seeds", "2", "--precisions", "fp32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(re.findall(r"^fp32 .* one at a time +\d+\.\d s \| stacked +\d+\.\d s \| "
+                          r"\d+\.\d\dx \| largest accuracy gap 0\.\d{4}$", result.stdout,
+                          re.M)) == 2
+    assert re.search(r"^fp32: all configurations .* -> \d+\.\d\dx", result.stdout, re.M)
+
+
 def test_epoch_benchmark_prints_rates_ratios_and_targets_per_batch_size(tmp_path, idx_dir):
     result = run_main("benchmarks.epoch", "--data-dir", str(idx_dir), "--images", "128",
                       "--repeats", "1", "--batch-sizes", "32", "64", cwd=tmp_path)
@@ -42,7 +52,11 @@ def test_precision_benchmark_reports_spearman_speedup_and_a_verdict(tmp_path, id
                           re.M)) == 4
     assert re.search(r"Spearman rank correlation of validation accuracies: -?\d\.\d{3}",
                      result.stdout)
-    assert re.search(r"verdict: bf16 (may be the search default|stays opt-in)", result.stdout)
+    assert re.search(r"^top by fp32: configuration \d+ .* \((within|beyond) the noise of "
+                     r"0\.\d{4}, one standard error of a difference on 100 images\)$",
+                     result.stdout, re.M)
+    assert re.search(r"verdict: (bf16 ranks configurations as fp32 does|bf16 does not pay)",
+                     result.stdout)
 
 
 @pytest.mark.e2e

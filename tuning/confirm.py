@@ -55,7 +55,7 @@ class ConfirmSettings:
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "auto"
     precision: str = DEFAULT_PRECISION  # auto: bf16 where native; runs are compared, not shipped
-    stack_seeds: str = "auto"  # a configuration's seeds as one stacked model where that pays
+    stack_seeds: str = "auto"  # a configuration's seeds as one stacked model (auto: on CUDA)
 
     def check(self) -> None:
         """Raise ValueError naming the first flag whose value cannot work."""
@@ -90,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stack-seeds", choices=confirmation.STACK_CHOICES,
                         default=d.stack_seeds,
                         help="train a configuration's seeds together as one stacked model "
-                        "(same runs, batched products); auto: where batched products are "
-                        "fast (bf16, CUDA)")
+                        "(same runs, batched products); auto: on CUDA, where it pays")
     return parser
 
 
@@ -112,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = StudyRecord.from_attrs(study.user_attrs, settings.study_name)
         planned = confirmation.plan(study, record, settings.top, settings.seeds)
         precision = choose_precision(settings.precision, device)
-        stacked = confirmation.stack_seeds(settings.stack_seeds, device, precision.value)
+        stacked = confirmation.stack_seeds(settings.stack_seeds, device)
         source, data = load_searched_split(settings.data_dir, record.val_size,
                                            record.split_seed, record.train_size)
     except (ValueError, DataError, StudyError) as exc:
