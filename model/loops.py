@@ -12,11 +12,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from model.data import Tensors
+from model.schedule import StepSchedule
 
 # Name -> optimizer class; the names are the ones users type and the study stores.
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "SGD": torch.optim.SGD,
     "Adam": torch.optim.Adam,
+    "AdamW": torch.optim.AdamW,
     "RMSprop": torch.optim.RMSprop,
 }
 # Arithmetic of the matrix products: fp32 throughout, or bf16 autocast with fp32 weights.
@@ -24,20 +26,33 @@ PRECISIONS = ("fp32", "bf16")
 EVAL_BATCH = 10_000  # one forward pass scores the whole validation split; no gradients kept
 
 
-def make_optimizer(name: str, params: Iterable[Tensor], lr: float) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Iterable[Tensor], lr: float, *,
+                   weight_decay: float = 0.0, momentum: float = 0.0,
+                   nesterov: bool = False) -> torch.optim.Optimizer:
     """Build the optimizer called ``name`` (a key of ``OPTIMIZERS``) with learning rate ``lr``.
 
-    Where torch has a fused kernel for it (SGD, Adam), that kernel is used: one pass over all
-    parameters per step instead of one per tensor and operation, the same update rule. The
-    others (RMSprop) take the multi-tensor (foreach) path, which on the CPU is not the default.
+    ``weight_decay`` is decoupled from the adaptive step (AdamW's way) for Adam and AdamW; SGD
+    and RMSprop add it to the gradient, as torch does. ``momentum`` and ``nesterov`` are
+    SGD's (Nesterov needs momentum > 0). The defaults are the tutorial's: plain SGD, Adam and
+    RMSprop. Where torch has a fused kernel for it (SGD, Adam, AdamW), that kernel is used: one
+    pass over all parameters per step instead of one per tensor and operation, the same update
+    rule. The others (RMSprop) take the multi-tensor (foreach) path, which on the CPU is not
+    the default.
     """
     try:
         cls = OPTIMIZERS[name]
     except KeyError:
         raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}") from None
+    options: dict[str, object] = {"lr": lr}
+    if weight_decay or name == "AdamW":  # AdamW's own default would be 0.01
+        options["weight_decay"] = weight_decay
+        if name == "Adam":
+            options["decoupled_weight_decay"] = True
+    if name == "SGD" and momentum:
+        options |= {"momentum": momentum, "nesterov": nesterov}
     if "fused" in inspect.signature(cls.__init__).parameters:
-        return cls(params, lr=lr, fused=True)
-    return cls(params, lr=lr, foreach=True)
+        return cls(params, fused=True, **options)
+    return cls(params, foreach=True, **options)
 
 
 def warm_up_optimizers() -> None:
@@ -87,6 +102,8 @@ def train_epoch(
     *,
     precision: str = "fp32",
     buffer: Tensors | None = None,
+    schedule: StepSchedule | None = None,
+    label_smoothing: float = 0.0,
 ) -> float:
     """Train one epoch over ``data`` in a fresh shuffled order; return the mean training loss.
 
@@ -95,7 +112,9 @@ def train_epoch(
     infinite loss is returned as such; the caller decides what to do with it. ``buffer`` (from
     ``shuffle_buffer(data)``) receives the shuffled copy; without it one is allocated.
     ``precision`` "bf16" runs the forward pass under bf16 autocast; weights, gradients and the
-    optimizer state stay float32.
+    optimizer state stay float32. ``schedule`` sets each step's learning rate (None: it stays
+    as the optimizer has it); ``label_smoothing`` softens the training targets (the returned
+    loss is the smoothed one).
     """
     n = len(data)
     device = data.images.device
@@ -110,9 +129,11 @@ def train_epoch(
     for start in range(0, n, batch_size):
         x, y = images[start : start + batch_size], labels[start : start + batch_size]
         with autocast(device, precision):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if schedule is not None:
+            schedule.apply(optimizer)
         optimizer.step()
         total += loss.detach() * y.shape[0]
     return float(total) / n
@@ -159,6 +180,8 @@ def run_epochs(
     generator: torch.Generator,
     precision: str = "fp32",
     buffer: Tensors | None = None,
+    schedule: StepSchedule | None = None,
+    label_smoothing: float = 0.0,
 ) -> Iterator[EpochResult]:
     """Train up to ``epochs`` epochs, scoring ``val`` (if given) after each; yield each epoch.
 
@@ -170,7 +193,8 @@ def run_epochs(
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         train_loss = train_epoch(model, optimizer, train, batch_size, generator,
-                                 precision=precision, buffer=buffer)
+                                 precision=precision, buffer=buffer, schedule=schedule,
+                                 label_smoothing=label_smoothing)
         val_loss, val_accuracy = (evaluate(model, val, precision=precision)
                                   if val is not None else (None, None))
         yield EpochResult(epoch, epochs, train_loss, val_loss, val_accuracy,

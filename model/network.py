@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from model.kernels import KERNELS, linear
 
@@ -16,6 +20,17 @@ class NetworkConfig:
     in_features: int = 784  # 28 x 28 pixels, flattened
     hidden: tuple[int, ...] = (512, 512)  # one Linear + ReLU per entry
     classes: int = 10  # FashionMNIST's ten clothing classes
+    dropout: float = 0.0  # after each hidden layer's ReLU, in training only
+    input_dropout: float = 0.0  # on the flattened pixels, in training only
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-ready values (exported configs and metrics carry it)."""
+        return asdict(self) | {"hidden": list(self.hidden)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> NetworkConfig:
+        """Read back ``to_dict``'s output."""
+        return cls(**{**values, "hidden": tuple(values.get("hidden", cls.hidden))})
 
 
 class KernelLinear(nn.Linear):
@@ -34,7 +49,8 @@ class NeuralNetwork(nn.Module):
     """Flatten -> (Linear -> ReLU) per hidden layer -> Linear to logits.
 
     Attribute names follow the tutorial, so its saved ``state_dict`` keys
-    (``linear_relu_stack.0.weight`` ...) load into this module unchanged.
+    (``linear_relu_stack.0.weight`` ...) load into this module unchanged. Dropout has no
+    weights and is applied in ``forward``, so it leaves the keys as they are.
     """
 
     def __init__(self, config: NetworkConfig | None = None, kernel: str = "aten") -> None:
@@ -62,4 +78,21 @@ class NeuralNetwork(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Return unnormalised class scores (logits) for a batch of images."""
-        return self.linear_relu_stack(self.flatten(x))
+        h = self.flatten(x)
+        config = self.config
+        if not (config.dropout or config.input_dropout):
+            return self.linear_relu_stack(h)
+        h = F.dropout(h, config.input_dropout, self.training)
+        for layer in self.linear_relu_stack:
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                h = F.dropout(h, config.dropout, self.training)
+        return h
+
+
+def load_trained(network: dict[str, Any], weights: str | Path) -> NeuralNetwork:
+    """A trained network: its architecture from an exported or metrics JSON's ``"network"``,
+    its weights from the ``state_dict`` file ``tuning.train`` wrote."""
+    model = NeuralNetwork(NetworkConfig.from_dict(network))
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.eval()

@@ -21,9 +21,9 @@ apt_install() {
     || { as_root apt-get update -q >/dev/null && as_root apt-get install -y -q "$@" >/dev/null; }
 }
 
-command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found; install Python 3.10 or newer."
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-  || die "$("$PYTHON" --version 2>&1) is too old; fashion-tune needs Python 3.10 or newer."
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found; install Python 3.11 or newer."
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "$("$PYTHON" --version 2>&1) is too old; fashion-tune needs Python 3.11 or newer."
 
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating the virtual environment $VENV"

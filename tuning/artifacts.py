@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,24 @@ from typing import Any
 import optuna
 
 from tuning.errors import StudyError
-from tuning.protocol import HISTORY_KEYS, KERNEL_ATTR, PRECISION_ATTR, SEED_ATTR, THREADS_ATTR
+from tuning.protocol import (
+    HISTORY_KEYS,
+    KERNEL_ATTR,
+    PRECISION_ATTR,
+    SEED_ATTR,
+    SPACE_NAME_ATTR,
+    THREADS_ATTR,
+    configuration,
+)
 from tuning.selection import chosen
+from tuning.space import Hyperparameters
 from tuning.storage import Location
 from tuning.study import DEFAULT_STUDY_NAME, count_states, load_study
 
 DEFAULT_OUT = Path("studies")
 LOAD_CALL = "NeuralNetwork().load_state_dict(torch.load(PATH, weights_only=True))"
+# Any architecture: NETWORK is the metrics JSON's "network" (the tutorial's: {}).
+LOAD_TRAINED_CALL = "model.network.load_trained(NETWORK, PATH)"
 _CONFIG_KEYS = ("study_name", "trial_number", "params", "validation_accuracy", "epochs",
                 "data_split")  # what a retrain needs from a best-configuration file
 
@@ -74,7 +85,7 @@ def library_versions() -> dict[str, str]:
 
 def now() -> str:
     """The current UTC time as the files record it."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # --- <study>-best.json and <study>-trials.csv ---------------------------------------------
@@ -90,7 +101,9 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
     return {
         "study_name": study.study_name,
         "trial_number": best.number,
-        "params": best.params,
+        "params": configuration(best),
+        "network": _network(configuration(best)),
+        "space": attrs.get(SPACE_NAME_ATTR, "tutorial"),
         "validation_accuracy": best.value,
         "selected_by": choice.selected_by,
         "confirmation": choice.table,
@@ -106,6 +119,15 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
         "versions": library_versions(),
         "exported_at": now(),
     }
+
+
+def _network(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The network ``params`` train (``model.network.load_trained`` reads it); None for a
+    study whose trials cannot be trained (not the search's)."""
+    try:
+        return Hyperparameters.from_params(params).network()
+    except ValueError:
+        return None
 
 
 def export(study: optuna.Study, out: Path) -> tuple[Path, Path, dict[str, Any]]:

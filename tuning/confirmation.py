@@ -25,7 +25,7 @@ from model.data import TrainValSplit, load_searched_split
 from model.kernels import HardwareChoice
 from model.loops import flush_denormals, warm_up_optimizers
 from tuning.errors import StudyError
-from tuning.protocol import CONFIRM_PLAN_ATTR, StudyRecord, derive_seed
+from tuning.protocol import CONFIRM_PLAN_ATTR, StudyRecord, configuration, derive_seed
 from tuning.retrain import Diverged, retrain, retrain_seeds
 from tuning.selection import Run, candidates, recorded_runs
 from tuning.space import Hyperparameters
@@ -67,7 +67,7 @@ def plan(study: optuna.Study, record: StudyRecord, top: int, seeds: int) -> Plan
         for k in range(1, seeds + 1):
             seed = derive_seed(record.seed, trial.number, k)
             if seed not in done:
-                tasks.append(Task(trial.number, trial.params, seed, record.epochs))
+                tasks.append(Task(trial.number, configuration(trial), seed, record.epochs))
     return Plan(chosen, tasks, {"trials": [t.number for t in chosen], "seeds": seeds,
                                 "study_seed": record.seed, "complete_trials": complete})
 
@@ -103,7 +103,7 @@ def stack_seeds(requested: str, device: torch.device) -> HardwareChoice:
 
 def jobs(tasks: list[Task], stacked: bool) -> list[list[Task]]:
     """What one call trains: all of a configuration's missing seeds (stacked), or one run."""
-    if not stacked:
+    if not stacked:  # (retrain_seeds trains seeds one at a time where they cannot stack)
         return [[task] for task in tasks]
     groups: dict[int, list[Task]] = {}
     for task in tasks:

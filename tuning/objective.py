@@ -13,6 +13,7 @@ from model.data import TrainValSplit
 from model.loops import EpochResult, run_epochs, shuffle_buffer, warm_up_optimizers
 from tuning.protocol import (
     DIVERGED,
+    FIXED_PARAMS_ATTR,
     HISTORY_KEYS,
     KERNEL_ATTR,
     PRECISION_ATTR,
@@ -21,8 +22,9 @@ from tuning.protocol import (
     THREADS_ATTR,
     derive_seed,
 )
-from tuning.retrain import seeded_start
-from tuning.space import suggest
+from tuning.retrain import recipe, seeded_start
+from tuning.space import Hyperparameters
+from tuning.spacefile import Space, load_space
 
 # Called after every epoch of every trial with the trial's number and the epoch's numbers.
 EpochCallback = Callable[[int, EpochResult], None]
@@ -44,6 +46,7 @@ class Objective:
         device: torch.device,
         on_epoch: EpochCallback | None = None,
         precision: str = "fp32",
+        space: Space | None = None,
     ) -> None:
         # On an accelerator the data moves there once and stays for the whole study.
         self.train = data.train.to(device)
@@ -55,9 +58,14 @@ class Objective:
         self.device = device
         self.on_epoch = on_epoch
         self.precision = precision
+        self.space = space or load_space("tutorial")
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = suggest(trial)
+        values = self.space.suggest(trial)
+        fixed = {key: value for key, value in values.items() if key not in trial.params}
+        if fixed:  # not Optuna's to know; recorded so that every tool sees the whole point
+            trial.set_user_attr(FIXED_PARAMS_ATTR, fixed)
+        params = Hyperparameters.from_params(values)
         # A trial queued again after its worker died carries its seed: it replays that run.
         seed = trial.user_attrs.get(SEED_ATTR, derive_seed(self.seed, trial.number))
         trial.set_user_attr(SEED_ATTR, seed)
@@ -69,8 +77,9 @@ class Objective:
         history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
         best = 0.0
         for result in run_epochs(model, optimizer, self.train, self.val, epochs=self.epochs,
-                                 batch_size=params.batch_size, generator=shuffle,
-                                 precision=self.precision, buffer=self.buffer):
+                                 generator=shuffle, precision=self.precision,
+                                 buffer=self.buffer,
+                                 **recipe(params, len(self.train), self.epochs)):
             assert result.val_loss is not None and result.val_accuracy is not None
             epoch, val_accuracy = result.epoch, result.val_accuracy
             if not (math.isfinite(result.train_loss) and math.isfinite(result.val_loss)):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from optuna.trial import FrozenTrial
 
 from tuning.errors import StudyError
 
@@ -26,6 +27,9 @@ SEED_ATTR = "seed"  # the trial's own seed: weights and shuffling
 PRECISION_ATTR = "precision"  # fp32 or bf16, the arithmetic it trained in
 THREADS_ATTR = "torch_threads"  # its torch.get_num_threads(): CPU sums depend on it
 KERNEL_ATTR = "fp32_kernel"  # aten or onednn: where its float32 products ran
+FIXED_PARAMS_ATTR = "fixed_params"  # the space's fixed values it trained with (not Optuna's)
+SPACE_ATTR = "space"  # study user attribute: the text of the space file it was searched in
+SPACE_NAME_ATTR = "space_name"  # and the space's name (tutorial, extended or a file's stem)
 WORKER_ATTR = "worker"  # host:pid of the process that ran it
 PRUNED_REASON_ATTR = "pruned_reason"  # why a pruned trial stopped
 DIVERGED = "diverged"  # how the pruned_reason of a NaN or infinite run begins
@@ -52,6 +56,8 @@ class StudyRecord:
     split_seed: int  # the seed of the train/validation permutation
     train_size: int | None = None  # images trained on; None in a record that lacks it
     seed: int = 0  # the search's --seed: trial seeds derive from it
+    space: str | None = None  # the space file's text; None: the tutorial space (older studies)
+    space_name: str | None = None
 
     def to_attrs(self) -> dict[str, Any]:
         """The record as study user attributes."""
@@ -76,7 +82,13 @@ class StudyRecord:
             split_seed=int(attrs["split_seed"]),
             train_size=None if train_size is None else int(train_size),
             seed=int(attrs.get("seed") or 0),
+            space=attrs.get(SPACE_ATTR), space_name=attrs.get(SPACE_NAME_ATTR),
         )
+
+
+def configuration(trial: FrozenTrial) -> dict[str, Any]:
+    """Everything ``trial`` trained with: its sampled params and its space's fixed values."""
+    return {**trial.params, **trial.user_attrs.get(FIXED_PARAMS_ATTR, {})}
 
 
 def derive_seed(study_seed: int, trial_number: int, k: int = 0) -> int:

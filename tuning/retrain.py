@@ -18,7 +18,8 @@ import torch
 from model.data import Tensors
 from model.kernels import fp32_kernel
 from model.loops import EpochResult, make_optimizer, run_epochs
-from model.network import NeuralNetwork
+from model.network import NetworkConfig, NeuralNetwork
+from model.schedule import make_schedule
 from model.stacked import StackedMLP, run_stacked_epochs
 from tuning.space import Hyperparameters
 
@@ -32,9 +33,34 @@ def seeded_start(
     (``model.kernels.fp32_kernel``: a rule on the hardware, so one machine replays a seed).
     """
     torch.manual_seed(seed)
-    model = NeuralNetwork(kernel=fp32_kernel(device).value).to(device)
-    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
+    model = NeuralNetwork(network_config(params), kernel=fp32_kernel(device).value).to(device)
+    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr,
+                               weight_decay=params.weight_decay, momentum=params.momentum,
+                               nesterov=params.nesterov)
     return model, optimizer, torch.Generator().manual_seed(seed)
+
+
+def network_config(params: Hyperparameters) -> NetworkConfig:
+    """The network ``params`` describe (the tutorial's 784-512-512-10 by default)."""
+    return NetworkConfig.from_dict(params.network())
+
+
+def recipe(params: Hyperparameters, train_size: int, epochs: int) -> dict[str, Any]:
+    """How ``run_epochs`` trains ``params`` on ``train_size`` images for ``epochs``: the batch
+    size, the step schedule (None where the learning rate stays constant) and label smoothing.
+    """
+    steps = math.ceil(train_size / params.batch_size)
+    return {"batch_size": params.batch_size,
+            "schedule": make_schedule(params.schedule, params.lr, epochs, steps,
+                                      params.warmup_epochs),
+            "label_smoothing": params.label_smoothing}
+
+
+def stackable(params: Hyperparameters) -> bool:
+    """Whether ``retrain_seeds`` can stack ``params``'s seeds: ``model.stacked`` trains plain
+    networks (no dropout, no schedule, no label smoothing)."""
+    return (params.dropout == params.input_dropout == params.label_smoothing == 0
+            and make_schedule(params.schedule, params.lr, 1, 1, params.warmup_epochs) is None)
 
 
 class Diverged(ValueError):
@@ -83,9 +109,8 @@ def retrain(
         history |= {"val_loss": [], "val_accuracy": []}
     best_accuracy, kept_epoch, kept_state = -1.0, epochs, None
     begin = time.perf_counter()
-    for result in run_epochs(model, optimizer, train, val, epochs=epochs,
-                             batch_size=params.batch_size, generator=shuffle,
-                             precision=precision):
+    for result in run_epochs(model, optimizer, train, val, epochs=epochs, generator=shuffle,
+                             precision=precision, **recipe(params, len(train), epochs)):
         history["train_loss"].append(round(result.train_loss, 6))
         history["epoch_seconds"].append(round(result.seconds, 3))
         if result.val_loss is not None and result.val_accuracy is not None:
@@ -124,6 +149,8 @@ def retrain_seeds(params: Hyperparameters, train: Tensors, val: Tensors, epochs:
     the separate run from that seed up to float rounding. A seed whose training loss turns NaN
     or infinite keeps its history up to that epoch, as ``Diverged`` carries it for one run.
     """
+    if not stackable(params):
+        return [_one(params, train, val, epochs, seed, device, precision) for seed in seeds]
     train, val = train.to(device), val.to(device)
     starts = [seeded_start(params, seed, device) for seed in seeds]
     model = StackedMLP([net for net, _, _ in starts]).to(device)
@@ -146,6 +173,15 @@ def retrain_seeds(params: Hyperparameters, train: Tensors, val: Tensors, epochs:
             break
     return [SeedRun(seed, history, flag)
             for seed, history, flag in zip(seeds, histories, diverged, strict=True)]
+
+
+def _one(params: Hyperparameters, train: Tensors, val: Tensors, epochs: int, seed: int,
+         device: torch.device, precision: str) -> SeedRun:
+    try:
+        history = retrain(params, train, val, epochs, seed, device, precision=precision).history
+    except Diverged as exc:
+        return SeedRun(seed, exc.history, True)
+    return SeedRun(seed, history, False)
 
 
 def replays_trial(config: dict[str, Any], history: dict[str, list[float]], epochs: int, seed: int,

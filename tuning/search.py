@@ -45,6 +45,7 @@ from tuning.signals import (
     stop_reason,
     supervisor_pid,
 )
+from tuning.spacefile import Space, load_space
 from tuning.storage import Location, heartbeat_of, open_storage
 from tuning.storage_checks import check_existing, check_writable
 from tuning.study import count_finished, create_or_resume
@@ -65,6 +66,7 @@ class Prepared:
     data: TrainValSplit | None
     device: torch.device
     precision: HardwareChoice  # --precision resolved on this hardware
+    space: Space
 
 
 def _prepare(settings: SearchSettings) -> Prepared:
@@ -74,6 +76,7 @@ def _prepare(settings: SearchSettings) -> Prepared:
         ValueError, DataError, StudyError: bad input; nothing was written.
     """
     settings.check()
+    space = load_space(settings.space)  # a bad file fails before anything is written
     device = resolve_device(settings.device)
     location = settings.location()
     check_existing(location)
@@ -83,14 +86,14 @@ def _prepare(settings: SearchSettings) -> Prepared:
     storage = open_storage(location, heartbeat=settings.heartbeat, write_ahead_log=True)
     record = StudyRecord(epochs=settings.epochs, val_size=settings.val_size,
                          split_seed=settings.split_seed, train_size=len(data.train),
-                         seed=settings.seed)
+                         seed=settings.seed, space=space.text, space_name=space.name)
     study, resumed = create_or_resume(
         storage, settings.study_name, sampler_name=settings.sampler,
         pruner_name=settings.pruner, seed=settings.seed, record=record, worker=settings.worker,
         where=location.url,
     )
     return Prepared(settings, location, study, storage, resumed, source, data, device,
-                    choose_precision(settings.precision, device))
+                    choose_precision(settings.precision, device), space)
 
 
 def _announce(run: Prepared) -> None:
@@ -113,7 +116,8 @@ def _announce(run: Prepared) -> None:
         f"Data: {len(data.train)} train / {len(data.val)} validation images from "
         f"{run.source.folder} ({run.source.how}); device {run.device}, {threads}, "
         f"precision {run.precision.value}; {settings.epochs} epochs per trial, sampler "
-        f"{settings.sampler}, pruner {settings.pruner}, seed {settings.seed}.",
+        f"{settings.sampler}, pruner {settings.pruner}, seed {settings.seed}, space "
+        f"{run.space.name}.",
         flush=True,
     )
     kernel = fp32_kernel(run.device)
@@ -137,7 +141,7 @@ def _run_here(run: Prepared) -> int:
             progress.epoch(trial, result)
 
     objective = Objective(run.data, settings.epochs, settings.seed, run.device, on_epoch,
-                          precision=run.precision.value)
+                          precision=run.precision.value, space=run.space)
     try:
         run_trials(run.study, objective, settings.n_trials, storage_url=run.location.url,
                    heartbeat=heartbeat_of(run.storage), timeout=settings.timeout,

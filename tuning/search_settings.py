@@ -35,6 +35,7 @@ class SearchSettings:
     val_size: int = 10_000  # taken from the 60,000 training images
     split_seed: int = 0  # fixes which images are validation, the same for every study
     precision: str = DEFAULT_PRECISION  # auto: bf16 where native (docs/decisions.md)
+    space: str = "tutorial"  # a built-in space's name or a space file's path
     workers: int = 1  # processes on this machine sharing the study; they split the CPU threads
     heartbeat: int = HEARTBEAT_S  # seconds between a running trial's heartbeats (databases)
     worker: int = 0  # set by --workers in each worker it starts (1..N); 0: not a worker
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: no limit)")
     parser.add_argument("--epochs", type=int, default=d.epochs,
                         help="epochs per trial (a pruned trial stops earlier)")
+    parser.add_argument("--space", default=d.space, metavar="NAME|PATH",
+                        help="the search space: a built-in one (tutorial: lr, batch size and "
+                        "optimizer; extended: also depth, width, dropout, weight decay, "
+                        "momentum, schedule, label smoothing) or a TOML file of your own "
+                        "(docs/spaces.md); a study remembers it, and resuming with another "
+                        "is refused")
     parser.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
                         help="how the next hyperparameters are chosen")
     parser.add_argument("--pruner", choices=PRUNERS, default=d.pruner,

@@ -1,10 +1,11 @@
-"""The search space, in one place, and how a point of it is written for people."""
+"""A point of a search space (``Hyperparameters``), the hard-wired tutorial space, and how a
+point is written for people. Spaces as files: ``tuning.spacefile``."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import optuna
@@ -14,7 +15,9 @@ LR_LOW, LR_HIGH = 1e-5, 1e-1  # sampled log-uniformly
 BATCH_SIZES = (16, 32, 64, 128, 256)
 # The keys of model.loops.OPTIMIZERS, written out so that tools which only read a study
 # (export, report, dashboard) need not import torch; a test keeps the two equal.
-OPTIMIZER_NAMES = ("SGD", "Adam", "RMSprop")
+OPTIMIZER_NAMES = ("SGD", "Adam", "AdamW", "RMSprop")
+TUTORIAL_OPTIMIZERS = ("SGD", "Adam", "RMSprop")  # the tutorial space's choices
+CORE = ("lr", "batch_size", "optimizer")  # every point has these; the rest default
 
 
 @dataclass(frozen=True)
@@ -24,10 +27,34 @@ class Hyperparameters:
     lr: float
     batch_size: int
     optimizer: str
+    # The other knobs; the defaults are the tutorial's, so a point without them trains as the
+    # tutorial does (``tuning.spacecheck.KNOBS`` names the same knobs; a test keeps them equal).
+    momentum: float = 0.0  # SGD's
+    nesterov: bool = False  # SGD's, with momentum
+    weight_decay: float = 0.0  # decoupled for Adam and AdamW
+    dropout: float = 0.0  # after each hidden layer
+    input_dropout: float = 0.0  # on the pixels
+    hidden_layers: int = 2
+    hidden_width: int = 512
+    schedule: str = "constant"  # per step: constant, cosine or onecycle
+    warmup_epochs: float = 0.0  # linear warm-up (constant and cosine)
+    label_smoothing: float = 0.0
 
     def as_params(self) -> dict[str, Any]:
-        """The point as Optuna parameters, e.g. for ``study.enqueue_trial``."""
-        return asdict(self)
+        """The point as parameters: the three core ones, and any other knob not at its default.
+
+        The tutorial's configuration is therefore ``{"lr", "batch_size", "optimizer"}`` as it
+        always was, e.g. for ``study.enqueue_trial``.
+        """
+        defaults = Hyperparameters(self.lr, self.batch_size, self.optimizer)
+        return {key: value for key, value in asdict(self).items()
+                if key in CORE or value != getattr(defaults, key)}
+
+    def network(self) -> dict[str, Any]:
+        """The network this point trains, as ``model.network.NetworkConfig.from_dict`` reads it
+        (the rest of the config keeps its defaults: 784 inputs, 10 classes)."""
+        return {"hidden": [self.hidden_width] * self.hidden_layers, "dropout": self.dropout,
+                "input_dropout": self.input_dropout}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Hyperparameters:
@@ -36,9 +63,16 @@ class Hyperparameters:
         Raises:
             ValueError: a parameter is missing, garbled or cannot be trained with.
         """
+        kinds = {f.name: type(getattr(TUTORIAL, f.name)) for f in fields(cls)}
+        unknown = [key for key in params if key not in kinds]
+        if unknown:
+            raise ValueError(f"the configuration's params {dict(params)} hold "
+                             f"{', '.join(unknown)}, which the network and loops do not have.")
         try:
             point = cls(lr=float(params["lr"]), batch_size=int(params["batch_size"]),
-                        optimizer=str(params["optimizer"]))
+                        optimizer=str(params["optimizer"]),
+                        **{key: kinds[key](value) for key, value in params.items()
+                           if key not in CORE})
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the configuration's params {dict(params)} lack or garble {exc}; "
                              "it needs lr, batch_size and optimizer.") from None
@@ -79,7 +113,7 @@ def distributions() -> dict[str, BaseDistribution]:
     return {
         "lr": FloatDistribution(LR_LOW, LR_HIGH, log=True),
         "batch_size": CategoricalDistribution(BATCH_SIZES),
-        "optimizer": CategoricalDistribution(OPTIMIZER_NAMES),
+        "optimizer": CategoricalDistribution(TUTORIAL_OPTIMIZERS),
     }
 
 
@@ -88,5 +122,5 @@ def suggest(trial: optuna.Trial) -> Hyperparameters:
     return Hyperparameters(
         lr=trial.suggest_float("lr", LR_LOW, LR_HIGH, log=True),
         batch_size=trial.suggest_categorical("batch_size", BATCH_SIZES),
-        optimizer=trial.suggest_categorical("optimizer", OPTIMIZER_NAMES),
+        optimizer=trial.suggest_categorical("optimizer", TUTORIAL_OPTIMIZERS),
     )

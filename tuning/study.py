@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import warnings
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,9 @@ import optuna
 from optuna.trial import TrialState
 
 from tuning.errors import StudyError
-from tuning.protocol import BASELINE_ATTRS, BINDING_KEYS, METRIC_NAME, StudyRecord
+from tuning.protocol import BASELINE_ATTRS, BINDING_KEYS, METRIC_NAME, SPACE_ATTR, StudyRecord
 from tuning.space import TUTORIAL, distributions
+from tuning.spacefile import Space, load_space, parse_space
 from tuning.storage import Location, open_storage
 from tuning.storage_checks import check_existing
 
@@ -162,6 +164,7 @@ def create_or_resume(
             _set_up(study, attrs)
             stored = study.user_attrs
             queue_baseline = True
+        _check_space(study_name, stored, record)
         for key in BINDING_KEYS:
             if key in stored and key in attrs and stored[key] != attrs[key]:
                 flag = "--" + key.replace("_", "-")
@@ -180,7 +183,7 @@ def create_or_resume(
         if worker or not queue_baseline:
             return study, True
         if not any(is_baseline(t) and t.state in _BASELINE_KEPT for t in trials):
-            _enqueue_tutorial(study)  # its first run was interrupted: queue it again
+            _enqueue_tutorial(study, record)  # its first run was interrupted: queue it again
         return study, True
     try:
         study = optuna.create_study(
@@ -221,7 +224,9 @@ def refuse_foreign(study: optuna.Study, where: str) -> None:
     if missing and own:
         raise StudyError(f"{name} was not made by python -m tuning.search: it has {len(own)} "
                          f"trial(s) of its own but no {', '.join(missing)}; {fix}")
-    expected = distributions()
+    if SPACE_ATTR in study.user_attrs:
+        return  # a study with its space on record: create_or_resume compares the spaces
+    expected = distributions()  # older studies were all searched in the tutorial space
     for trial in trials:
         for param, dist in trial.distributions.items():
             if param not in expected:
@@ -240,7 +245,8 @@ def _set_up(study: optuna.Study, attrs: dict[str, Any]) -> None:
     queues a second one.
     """
     if not any(is_baseline(t) for t in study.get_trials(deepcopy=False)):
-        _enqueue_tutorial(study)
+        _enqueue_tutorial(study, StudyRecord.from_attrs(attrs, study.study_name)
+                          if all(key in attrs for key in BINDING_KEYS) else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAME])  # the dashboard's axis label
@@ -274,5 +280,27 @@ def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
     return all(trial.user_attrs.get(key) == value for key, value in BASELINE_ATTRS.items())
 
 
-def _enqueue_tutorial(study: optuna.Study) -> None:
-    study.enqueue_trial(TUTORIAL.as_params(), user_attrs=dict(BASELINE_ATTRS))
+def _enqueue_tutorial(study: optuna.Study, record: StudyRecord | None) -> None:
+    """Queue the tutorial's configuration, where the study's space holds it."""
+    space = space_of(record)
+    params = space.baseline(TUTORIAL.as_params(), asdict(TUTORIAL))
+    if params is not None:
+        study.enqueue_trial(params, user_attrs=dict(BASELINE_ATTRS))
+
+
+def space_of(record: StudyRecord | None) -> Space:
+    """The space a study was searched in: its stored text, or the tutorial's (older studies)."""
+    if record is None or record.space is None:
+        return load_space("tutorial")
+    return parse_space(record.space, record.space_name or "<study>")
+
+
+def _check_space(study_name: str, stored: dict[str, Any], record: StudyRecord) -> None:
+    """Refuse to resume a study with a space other than the one it was searched in."""
+    before = space_of(StudyRecord.from_attrs(stored, study_name)
+                      if all(key in stored for key in BINDING_KEYS) else None)
+    now = space_of(record)
+    if before.params != now.params:
+        raise StudyError(f"study {study_name!r} was searched in the space {before.name!r}, but "
+                         f"this run asks for {now.name!r}; rerun with --space {before.name} "
+                         "(or the same file) to resume it, or pick another --study-name.")

@@ -33,6 +33,7 @@ from model.scoring import score
 from tuning.artifacts import (
     DEFAULT_OUT,
     LOAD_CALL,
+    LOAD_TRAINED_CALL,
     library_versions,
     metrics_path,
     now,
@@ -57,7 +58,7 @@ from tuning.holdout import record_on_study
 from tuning.protocol import derive_seed
 from tuning.retrain import Retrained, replays_trial, retrain
 from tuning.signals import deferred, exit_status, stop_reason
-from tuning.space import Hyperparameters, describe
+from tuning.space import TUTORIAL, Hyperparameters, describe
 from tuning.study import DEFAULT_STUDY_NAME
 
 PROG = "python -m tuning.train"
@@ -207,7 +208,8 @@ def _metrics(job: Job, settings: TrainSettings, result: Retrained, test: Tensors
         "replays_trial": replays_trial(config, result.history, job.epochs, job.seed,
                                   settings.train_on),
         "weights": weights.name,
-        "load_with": LOAD_CALL.replace("PATH", repr(str(weights))),
+        "network": job.params.network(),
+        "load_with": _load_call(job, weights),
         "config": config,
         "versions": library_versions(),
         "finished_at": now(),
@@ -264,6 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+def _load_call(job: Job, weights: Path) -> str:
+    """The one call that loads the weights: the tutorial's network, or any architecture."""
+    if job.params.network() == TUTORIAL.network():
+        return LOAD_CALL.replace("PATH", repr(str(weights)))
+    return (LOAD_TRAINED_CALL.replace("NETWORK", repr(job.params.network()))
+            .replace("PATH", repr(str(weights))))
+
+
 def _print_result(job: Job, settings: TrainSettings, result: Retrained, metrics: dict[str, Any],
                   weights: Path, metrics_file: Path) -> None:
     config = job.config
@@ -279,7 +289,7 @@ def _print_result(job: Job, settings: TrainSettings, result: Retrained, metrics:
               "epoch.")
     print(f"Test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
           f"{metrics['test_size']} test images, after {result.seconds:.1f} s of training.")
-    print(f"Weights:  {weights}  (load: {LOAD_CALL.replace('PATH', repr(str(weights)))})")
+    print(f"Weights:  {weights}  (load: {_load_call(job, weights)})")
     print(f"Metrics:  {metrics_file}")
     print(f"Test result {job.recorded}.")
     report = f"python -m tuning.report --study-name {shlex.quote(config['study_name'])}"
