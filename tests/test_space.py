@@ -55,3 +55,13 @@ def test_describe_writes_a_configuration_in_a_few_words():
         "Adam lr 0.000294 batch 16")
     assert describe({"optimizer": "SGD", "lr": 1e-3, "batch_size": 64, "momentum": 0.9}) == (
         "SGD lr 0.001 batch 64 momentum 0.9")
+
+
+def test_the_knobs_are_the_fields_of_a_point_and_the_names_the_models():
+    from dataclasses import fields
+
+    from model.schedule import SCHEDULES
+    from tuning.space import KNOBS, SCHEDULE_NAMES, Hyperparameters
+
+    assert list(KNOBS) == [f.name for f in fields(Hyperparameters)]
+    assert SCHEDULE_NAMES == SCHEDULES

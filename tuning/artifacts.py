@@ -31,7 +31,7 @@ from tuning.protocol import (
     configuration,
 )
 from tuning.selection import chosen
-from tuning.space import Hyperparameters
+from tuning.space import TUTORIAL, Hyperparameters
 from tuning.storage import Location
 from tuning.study import DEFAULT_STUDY_NAME, count_states, load_study
 
@@ -119,6 +119,13 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
         "versions": library_versions(),
         "exported_at": now(),
     }
+
+
+def load_call(network: dict[str, Any], weights: Path) -> str:
+    """The one call that loads ``weights``: the tutorial's network, or any architecture."""
+    if network == TUTORIAL.network():
+        return LOAD_CALL.replace("PATH", repr(str(weights)))
+    return LOAD_TRAINED_CALL.replace("NETWORK", repr(network)).replace("PATH", repr(str(weights)))
 
 
 def _network(params: dict[str, Any]) -> dict[str, Any] | None:

@@ -4,9 +4,9 @@ point is written for people. Spaces as files: ``tuning.spacefile``."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
@@ -18,6 +18,38 @@ BATCH_SIZES = (16, 32, 64, 128, 256)
 OPTIMIZER_NAMES = ("SGD", "Adam", "AdamW", "RMSprop")
 TUTORIAL_OPTIMIZERS = ("SGD", "Adam", "RMSprop")  # the tutorial space's choices
 CORE = ("lr", "batch_size", "optimizer")  # every point has these; the rest default
+
+
+class _Knob(NamedTuple):
+    """What a knob of the network or loops takes (``KNOBS``; space files are checked on it)."""
+
+    kind: str  # "float", "int", "bool" or "str": the kind of value the network or loops take
+    allowed: str  # the legal values, in words, for error messages
+    legal: Callable[[Any], bool]  # called only on a value of the right kind
+
+
+_FRACTION = _Knob("float", "a number in [0, 1)", lambda v: 0 <= v < 1)
+_COUNT = _Knob("int", "an integer >= 1", lambda v: v >= 1)
+_NON_NEGATIVE = _Knob("float", "a number >= 0", lambda v: v >= 0)
+# The keys of model.schedule.SCHEDULES, written out for the same reason (a test keeps them).
+SCHEDULE_NAMES = ("constant", "cosine", "onecycle")
+KNOBS: dict[str, _Knob] = {  # what the network and training loops take, by parameter name
+    "lr": _Knob("float", "a number > 0", lambda v: v > 0),
+    "batch_size": _COUNT,
+    "optimizer": _Knob("str", f"one of {', '.join(OPTIMIZER_NAMES)}",
+                       lambda v: v in OPTIMIZER_NAMES),
+    "momentum": _FRACTION,
+    "nesterov": _Knob("bool", "true or false", lambda v: True),
+    "weight_decay": _NON_NEGATIVE,
+    "dropout": _FRACTION,
+    "input_dropout": _FRACTION,
+    "hidden_layers": _COUNT,
+    "hidden_width": _COUNT,
+    "schedule": _Knob("str", f"one of {', '.join(SCHEDULE_NAMES)}",
+                      lambda v: v in SCHEDULE_NAMES),
+    "warmup_epochs": _NON_NEGATIVE,
+    "label_smoothing": _FRACTION,
+}
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any
+
+from tuning.space import KNOBS
 
 REQUIRED = ("lr", "batch_size", "optimizer")  # every trial needs these to train at all
 TYPES = ("float", "int", "categorical", "fixed")
@@ -22,32 +24,6 @@ Scalar = bool | int | float | str
 Bounds = tuple[float, float]
 
 
-class _Knob(NamedTuple):
-    kind: str  # "float", "int", "bool" or "str": the kind of value the network or loops take
-    allowed: str  # the legal values, in words, for error messages
-    legal: Callable[[Any], bool]  # called only on a value of the right kind
-
-
-_FRACTION = _Knob("float", "a number in [0, 1)", lambda v: 0 <= v < 1)
-_COUNT = _Knob("int", "an integer >= 1", lambda v: v >= 1)
-_NON_NEGATIVE = _Knob("float", "a number >= 0", lambda v: v >= 0)
-_OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop")
-_SCHEDULES = ("constant", "cosine", "onecycle")
-KNOBS: dict[str, _Knob] = {  # what the network and training loops take, by parameter name
-    "lr": _Knob("float", "a number > 0", lambda v: v > 0),
-    "batch_size": _COUNT,
-    "optimizer": _Knob("str", f"one of {', '.join(_OPTIMIZERS)}", lambda v: v in _OPTIMIZERS),
-    "momentum": _FRACTION,
-    "nesterov": _Knob("bool", "true or false", lambda v: True),
-    "weight_decay": _NON_NEGATIVE,
-    "dropout": _FRACTION,
-    "input_dropout": _FRACTION,
-    "hidden_layers": _COUNT,
-    "hidden_width": _COUNT,
-    "schedule": _Knob("str", f"one of {', '.join(_SCHEDULES)}", lambda v: v in _SCHEDULES),
-    "warmup_epochs": _NON_NEGATIVE,
-    "label_smoothing": _FRACTION,
-}
 _KIND_WORDS = {"float": "number", "int": "integer"}  # the kinds a range can have
 
 

@@ -99,6 +99,29 @@ def load_space(name_or_path: str) -> Space:
     return Space(name_or_path if builtin else path.stem, text, check(text, path.name))
 
 
+def space_of(text: str | None, name: str | None) -> Space:
+    """The space a study recorded (its text and name), or the tutorial's where it recorded
+    none: studies from before spaces were files were all searched in it."""
+    return load_space("tutorial") if text is None else parse_space(text, name or "<study>")
+
+
+def check_resume(study_name: str, stored: tuple[str | None, str | None],
+                 asked: tuple[str | None, str | None]) -> None:
+    """Refuse to resume a study in a space other than the one it was searched in.
+
+    ``stored`` and ``asked`` are (text, name) pairs as ``space_of`` takes them; spaces are the
+    same when their parameters are, whatever the comments or the file's name.
+
+    Raises:
+        SpaceError: one line naming the study, both spaces and what to do.
+    """
+    before, now = space_of(*stored), space_of(*asked)
+    if before.params != now.params:
+        raise SpaceError(f"study {study_name!r} was searched in the space {before.name!r}, but "
+                         f"this run asks for {now.name!r}; rerun with --space {before.name} "
+                         "(or the same file) to resume it, or pick another --study-name.")
+
+
 def parse_space(text: str, name: str = "<study>") -> Space:
     """Rebuild a space from its text (as a study stores it). Raises SpaceError."""
     return Space(name, text, check(text, name))

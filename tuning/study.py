@@ -15,9 +15,16 @@ import optuna
 from optuna.trial import TrialState
 
 from tuning.errors import StudyError
-from tuning.protocol import BASELINE_ATTRS, BINDING_KEYS, METRIC_NAME, SPACE_ATTR, StudyRecord
+from tuning.protocol import (
+    BASELINE_ATTRS,
+    BINDING_KEYS,
+    METRIC_NAME,
+    SPACE_ATTR,
+    SPACE_NAME_ATTR,
+    StudyRecord,
+)
 from tuning.space import TUTORIAL, distributions
-from tuning.spacefile import Space, load_space, parse_space
+from tuning.spacefile import check_resume, load_space, space_of
 from tuning.storage import Location, open_storage
 from tuning.storage_checks import check_existing
 
@@ -164,7 +171,8 @@ def create_or_resume(
             _set_up(study, attrs)
             stored = study.user_attrs
             queue_baseline = True
-        _check_space(study_name, stored, record)
+        check_resume(study_name, (stored.get(SPACE_ATTR), stored.get(SPACE_NAME_ATTR)),
+                     (record.space, record.space_name))
         for key in BINDING_KEYS:
             if key in stored and key in attrs and stored[key] != attrs[key]:
                 flag = "--" + key.replace("_", "-")
@@ -282,25 +290,8 @@ def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
 
 def _enqueue_tutorial(study: optuna.Study, record: StudyRecord | None) -> None:
     """Queue the tutorial's configuration, where the study's space holds it."""
-    space = space_of(record)
+    space = space_of(record.space, record.space_name) if record else load_space("tutorial")
     params = space.baseline(TUTORIAL.as_params(), asdict(TUTORIAL))
     if params is not None:
         study.enqueue_trial(params, user_attrs=dict(BASELINE_ATTRS))
 
-
-def space_of(record: StudyRecord | None) -> Space:
-    """The space a study was searched in: its stored text, or the tutorial's (older studies)."""
-    if record is None or record.space is None:
-        return load_space("tutorial")
-    return parse_space(record.space, record.space_name or "<study>")
-
-
-def _check_space(study_name: str, stored: dict[str, Any], record: StudyRecord) -> None:
-    """Refuse to resume a study with a space other than the one it was searched in."""
-    before = space_of(StudyRecord.from_attrs(stored, study_name)
-                      if all(key in stored for key in BINDING_KEYS) else None)
-    now = space_of(record)
-    if before.params != now.params:
-        raise StudyError(f"study {study_name!r} was searched in the space {before.name!r}, but "
-                         f"this run asks for {now.name!r}; rerun with --space {before.name} "
-                         "(or the same file) to resume it, or pick another --study-name.")

@@ -33,8 +33,8 @@ from model.scoring import score
 from tuning.artifacts import (
     DEFAULT_OUT,
     LOAD_CALL,
-    LOAD_TRAINED_CALL,
     library_versions,
+    load_call,
     metrics_path,
     now,
     retrain_source,
@@ -58,7 +58,7 @@ from tuning.holdout import record_on_study
 from tuning.protocol import derive_seed
 from tuning.retrain import Retrained, replays_trial, retrain
 from tuning.signals import deferred, exit_status, stop_reason
-from tuning.space import TUTORIAL, Hyperparameters, describe
+from tuning.space import Hyperparameters, describe
 from tuning.study import DEFAULT_STUDY_NAME
 
 PROG = "python -m tuning.train"
@@ -209,7 +209,7 @@ def _metrics(job: Job, settings: TrainSettings, result: Retrained, test: Tensors
                                   settings.train_on),
         "weights": weights.name,
         "network": job.params.network(),
-        "load_with": _load_call(job, weights),
+        "load_with": load_call(job.params.network(), weights),
         "config": config,
         "versions": library_versions(),
         "finished_at": now(),
@@ -266,14 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _load_call(job: Job, weights: Path) -> str:
-    """The one call that loads the weights: the tutorial's network, or any architecture."""
-    if job.params.network() == TUTORIAL.network():
-        return LOAD_CALL.replace("PATH", repr(str(weights)))
-    return (LOAD_TRAINED_CALL.replace("NETWORK", repr(job.params.network()))
-            .replace("PATH", repr(str(weights))))
-
-
 def _print_result(job: Job, settings: TrainSettings, result: Retrained, metrics: dict[str, Any],
                   weights: Path, metrics_file: Path) -> None:
     config = job.config
@@ -289,7 +281,7 @@ def _print_result(job: Job, settings: TrainSettings, result: Retrained, metrics:
               "epoch.")
     print(f"Test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
           f"{metrics['test_size']} test images, after {result.seconds:.1f} s of training.")
-    print(f"Weights:  {weights}  (load: {_load_call(job, weights)})")
+    print(f"Weights:  {weights}  (load: {load_call(job.params.network(), weights)})")
     print(f"Metrics:  {metrics_file}")
     print(f"Test result {job.recorded}.")
     report = f"python -m tuning.report --study-name {shlex.quote(config['study_name'])}"
