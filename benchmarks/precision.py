@@ -25,21 +25,23 @@ from scipy.stats import spearmanr
 
 from model.data import DEFAULT_DATA_DIR, Tensors, TrainValSplit, load_searched_split
 from model.loops import evaluate, flush_denormals, shuffle_buffer, train_epoch
-from tuning.retrain import seeded_start
+from tuning.retrain import recipe, seeded_start
 from tuning.search_settings import SearchSettings
-from tuning.space import Hyperparameters, suggest
+from tuning.space import Hyperparameters, describe
+from tuning.spacefile import load_space
 
 RANK_THRESHOLD = 0.9  # the Spearman correlation bf16 must reach to be the search default
 
 
-def sample_configs(n: int, seed: int) -> list[Hyperparameters]:
-    """``n`` points of the search space from a seeded random sampler."""
+def sample_configs(n: int, seed: int, space: str = "tutorial") -> list[Hyperparameters]:
+    """``n`` points of a search space (``--space``) from a seeded random sampler."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    sampled = load_space(space)
     configs = []
     for _ in range(n):
         trial = study.ask()
-        configs.append(suggest(trial))
+        configs.append(Hyperparameters.from_params(sampled.suggest(trial)))
         study.tell(trial, 0.0)
     return configs
 
@@ -49,10 +51,11 @@ def train_once(split: TrainValSplit, params: Hyperparameters, epochs: int, preci
     """(validation accuracy after ``epochs``, seconds of training) in ``precision``."""
     model, optimizer, generator = seeded_start(params, seed, torch.device("cpu"))
     buffer = shuffle_buffer(split.train)
+    knobs = recipe(params, len(split.train), epochs)
     start = time.perf_counter()
     for _ in range(epochs):
-        train_epoch(model, optimizer, split.train, params.batch_size, generator,
-                    precision=precision, buffer=buffer)
+        train_epoch(model, optimizer, split.train, generator=generator, precision=precision,
+                    buffer=buffer, **knobs)
     seconds = time.perf_counter() - start
     # Scored in float32 either way: the question is how good the trained weights are.
     return evaluate(model, split.val)[1], seconds
@@ -72,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--configs", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--space", default="tutorial",
+                        help="the search space to sample: a built-in one or a file")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--val-size", type=int, default=SearchSettings.val_size)
     args = parser.parse_args(argv)
@@ -87,13 +92,16 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{torch.backends.cpu.get_cpu_capability()}; {n} configurations x {epochs} epochs, "
           f"{len(split.train)} training images", flush=True)
     rows = []
-    for i, params in enumerate(sample_configs(n, args.seed)):
+    for i, params in enumerate(sample_configs(n, args.seed, args.space)):
         fp32_acc, fp32_s = train_once(split, params, epochs, "fp32", args.seed + i)
         bf16_acc, bf16_s = train_once(split, params, epochs, "bf16", args.seed + i)
         rows.append((params, fp32_acc, bf16_acc, fp32_s, bf16_s))
+        extra = {k: v for k, v in params.as_params().items()
+                 if k not in ("lr", "batch_size", "optimizer")}
         print(f"{i:>2} lr={params.lr:.2e} batch={params.batch_size:>3} {params.optimizer:<7} "
               f"fp32 {fp32_acc:.4f} in {fp32_s:6.1f} s | bf16 {bf16_acc:.4f} in {bf16_s:6.1f} s "
-              f"| bf16 speedup {fp32_s / bf16_s:.2f}x", flush=True)
+              f"| bf16 speedup {fp32_s / bf16_s:.2f}x" + (f" | {describe(extra)}" if extra else ""),
+              flush=True)
     rho = spearmanr([r[1] for r in rows], [r[2] for r in rows]).statistic
     top_fp32 = max(range(len(rows)), key=lambda i: rows[i][1])
     top_bf16 = max(range(len(rows)), key=lambda i: rows[i][2])

@@ -44,9 +44,10 @@ def test_epoch_benchmark_prints_rates_ratios_and_targets_per_batch_size(tmp_path
                      r"(met|missed)\)", result.stdout)
 
 
-def test_precision_benchmark_reports_spearman_speedup_and_a_verdict(tmp_path, idx_dir):
+@pytest.mark.parametrize("space", ["tutorial", "extended"])
+def test_precision_benchmark_reports_spearman_speedup_and_a_verdict(tmp_path, idx_dir, space):
     result = run_main("benchmarks.precision", "--data-dir", str(idx_dir), "--val-size", "100",
-                      "--configs", "4", "--epochs", "1", cwd=tmp_path)
+                      "--configs", "4", "--epochs", "1", "--space", space, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(re.findall(r"^ ?\d+ lr=.* fp32 [01]\.\d{4} .* bf16 [01]\.\d{4} ", result.stdout,
                           re.M)) == 4

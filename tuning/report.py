@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from tuning.artifacts import DEFAULT_OUT, best_config, metrics_path, read_metrics, write_atomically
@@ -54,8 +55,8 @@ def lr_edge_warning(lr: float, low: float = LR_LOW, high: float = LR_HIGH) -> st
         if abs(math.log10(lr) - math.log10(edge)) <= EDGE_DECADES:
             return (
                 f"the best learning rate {lr:.3g} lies at the {side} edge of the search range "
-                f"{low:g}..{high:g}; the best value may lie outside it: widen LR_LOW/LR_HIGH "
-                "in tuning/space.py and search again."
+                f"{low:g}..{high:g}; the best value may lie outside it: widen the lr range of "
+                "the search space (--space; docs/spaces.md) and search again."
             )
     return None
 
@@ -69,7 +70,10 @@ def write_report(study: optuna.Study, out: Path, metrics: dict[str, Any] | None,
     """
     config = best_config(study)
     report = Report(index=out / "index.html")
-    edge = lr_edge_warning(float(config["params"]["lr"])) if "lr" in config["params"] else None
+    # The range the chosen trial drew its lr from (a space may give each optimizer its own).
+    drawn = study.trials[config["trial_number"]].distributions.get("lr")
+    edge = (lr_edge_warning(float(config["params"]["lr"]), drawn.low, drawn.high)
+            if isinstance(drawn, FloatDistribution) and drawn.log else None)
     if edge:
         report.warnings.append(edge)
     if metrics is not None and metrics.get("trial_number") != config["trial_number"]:
