@@ -42,6 +42,24 @@ class HardwareChoice:
     reason: str
 
 
+def cpu_name() -> str:
+    """This CPU's model name and family/model numbers, as /proc/cpuinfo has them, for the
+    header of a table; the platform's machine type where that is all there is."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" not in fields:
+        import platform
+
+        return platform.machine()
+    return (f"{fields['model name']} (family {fields.get('cpu family', '?')}, model "
+            f"{fields.get('model', '?')})")
+
+
 def _cpu_flags() -> tuple[str, set[str]]:
     """(vendor id, feature flags) of this machine's CPU from /proc/cpuinfo; empty elsewhere."""
     try:

@@ -151,3 +151,23 @@ def test_paired_difference_of_train_on_runs():
     assert pairs == 2
     assert abs(diff - 0.02) < 1e-12
     assert abs(se - 0.01) < 1e-12  # stdev(0.03, 0.01) / sqrt(2)
+
+
+def test_curves_benchmark_records_a_resumable_table_with_its_header(tmp_path, idx_dir):
+    out = tmp_path / "curves.csv"
+    args = ("benchmarks.curves", "--data-dir", str(idx_dir), "--val-size", "100", "--lrs", "2",
+            "--batch-sizes", "64", "--optimizers", "SGD", "Adam", "--epochs", "2",
+            "--second-seed-every", "2", "--precision", "fp32", "--out", str(out))
+    result = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "6 configurations x 2 epochs, 0 already in" in result.stdout  # 4 + 2 second seeds
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("# machine: ") and "precision fp32; 2 epochs" in lines[1]
+    assert lines[2].startswith("# command: python -m benchmarks.curves --data-dir")
+    assert lines[3] == "lr,batch_size,optimizer,seed,epoch,val_accuracy,val_loss,train_loss,seconds"
+    rows = lines[4:]
+    assert len(rows) == 6 * 2
+    assert {row.split(",")[0] for row in rows} == {"1e-05", "0.1"}
+    again = run_main(*args, cwd=tmp_path)
+    assert "6 already in" in again.stdout and "0 to record" in again.stdout
+    assert out.read_text().splitlines() == lines  # nothing recorded twice

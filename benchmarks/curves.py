@@ -1,0 +1,189 @@
+"""Record learning curves of a designed set of configurations: a table to replay searches on.
+
+Trains each configuration of a grid over the tutorial space (learning rates on a log grid x
+batch sizes x optimizers; a second seed for every ``--second-seed-every``-th configuration, to
+measure seed noise) for ``--epochs`` on the search's own split, the way a search trial trains
+(``tuning.retrain.retrain``: same seeded start, same loop, the suite's precision and kernel),
+and appends one row per epoch to a CSV: validation accuracy and loss, training loss and the
+epoch's seconds. The file's header lines (``#``) name the machine, torch, the precision and
+the command, so a simulation charges real costs and says whose. A rerun resumes: configurations
+already in the file are skipped, and each configuration's rows are appended at once when it
+ends, so an interruption loses at most the ones in flight.
+
+    python -m benchmarks.curves                       # 16 lrs x 5 batch sizes x 3 optimizers
+    python -m benchmarks.curves --quick               # 4 lrs x 2 batch sizes x 3, 2 epochs
+    python -m benchmarks.curves --workers 2           # two processes, one torch thread each
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import multiprocessing
+import shlex
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from model.data import DEFAULT_DATA_DIR, TrainValSplit, load_searched_split
+from model.kernels import cpu_name, fp32_kernel
+from model.loops import flush_denormals, warm_up_optimizers
+from tuning.precision import choose_precision
+from tuning.retrain import Diverged, retrain
+from tuning.search_settings import SearchSettings
+from tuning.space import BATCH_SIZES, LR_HIGH, LR_LOW, TUTORIAL_OPTIMIZERS, Hyperparameters
+
+DEFAULT_OUT = Path("benchmarks/curves/tutorial.csv")
+COLUMNS = ("lr", "batch_size", "optimizer", "seed", "epoch", "val_accuracy", "val_loss",
+           "train_loss", "seconds")
+FIRST_SEED, SECOND_SEED = 1, 2
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration and seed of the grid."""
+
+    lr: float
+    batch_size: int
+    optimizer: str
+    seed: int
+
+    @property
+    def key(self) -> tuple[str, int, str, int]:
+        return (f"{self.lr:.6g}", self.batch_size, self.optimizer, self.seed)
+
+
+def lr_grid(n: int, low: float = LR_LOW, high: float = LR_HIGH) -> list[float]:
+    """``n`` learning rates evenly spaced in log10 from ``low`` to ``high`` (6 digits)."""
+    if n == 1:
+        return [math.sqrt(low * high)]
+    step = (math.log10(high) - math.log10(low)) / (n - 1)
+    return [float(f"{10 ** (math.log10(low) + i * step):.6g}") for i in range(n)]
+
+
+def grid(lrs: int, batch_sizes: Sequence[int], optimizers: Sequence[str],
+         second_seed_every: int) -> list[Config]:
+    """The designed configurations, each with seed 1, and every k-th also with seed 2."""
+    configs = [Config(lr, b, o, FIRST_SEED) for o in optimizers for b in batch_sizes
+               for lr in lr_grid(lrs)]
+    extra = [Config(c.lr, c.batch_size, c.optimizer, SECOND_SEED)
+             for i, c in enumerate(configs) if second_seed_every and i % second_seed_every == 0]
+    return configs + extra
+
+
+def done_keys(path: Path) -> set[tuple[str, int, str, int]]:
+    """The configurations the table already holds."""
+    if not path.exists():
+        return set()
+    rows = csv.DictReader(line for line in path.open() if not line.startswith("#"))
+    return {(f"{float(r['lr']):.6g}", int(r["batch_size"]), r["optimizer"], int(r["seed"]))
+            for r in rows}
+
+
+def header(args: argparse.Namespace, precision: str, argv: Sequence[str]) -> list[str]:
+    cpu = torch.device("cpu")
+    return [f"# machine: {cpu_name()}, "
+            f"{torch.get_num_threads()} torch threads per process, CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, float32 kernel {fp32_kernel(cpu).value}",
+            f"# torch {torch.__version__}; precision {precision}; {args.epochs} epochs; split "
+            f"val_size {args.val_size}, split_seed {SearchSettings.split_seed}",
+            "# command: python -m benchmarks.curves " + shlex.join(argv)]
+
+
+_WORKER: dict[str, object] = {}
+
+
+def _start(data_dir: Path, val_size: int, threads: int, precision: str) -> None:
+    flush_denormals()
+    torch.set_num_threads(threads)
+    _WORKER.update(split=load_searched_split(data_dir, val_size, SearchSettings.split_seed,
+                                             download=False)[1], precision=precision)
+    warm_up_optimizers()
+
+
+def _record(job: tuple[Config, int]) -> list[dict[str, object]]:
+    config, epochs = job
+    split = _WORKER["split"]
+    assert isinstance(split, TrainValSplit)
+    params = Hyperparameters(config.lr, config.batch_size, config.optimizer)
+    try:
+        history = retrain(params, split.train, split.val, epochs, config.seed,
+                          torch.device("cpu"), precision=str(_WORKER["precision"])).history
+    except Diverged as exc:  # a diverging run is part of the landscape: keep what it did
+        history = exc.history
+    return [asdict(config) | {"epoch": e + 1, "val_accuracy": history["val_accuracy"][e],
+                              "val_loss": history["val_loss"][e],
+                              "train_loss": history["train_loss"][e],
+                              "seconds": history["epoch_seconds"][e]}
+            for e in range(len(history["val_accuracy"]))]
+
+
+def record(todo: list[Config], args: argparse.Namespace, precision: str
+           ) -> Iterator[list[dict[str, object]]]:
+    """Each configuration's rows as it ends, in this process or ``--workers`` processes."""
+    jobs = [(config, args.epochs) for config in todo]
+    if args.workers == 1:
+        _start(args.data_dir, args.val_size, torch.get_num_threads(), precision)
+        yield from map(_record, jobs)
+        return
+    init = (args.data_dir, args.val_size, 1, precision)
+    with multiprocessing.get_context("spawn").Pool(args.workers, _start, init) as pool:
+        yield from pool.imap_unordered(_record, jobs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.curves", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="4 learning rates x batch sizes 64 and 256 x 3 optimizers, "
+                        "2 epochs")
+    parser.add_argument("--lrs", type=int, default=16, help="learning rates on the log grid")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
+    parser.add_argument("--optimizers", nargs="+", default=list(TUTORIAL_OPTIMIZERS))
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--second-seed-every", type=int, default=4,
+                        help="every k-th configuration also runs from a second seed (0: none)")
+    parser.add_argument("--precision", default="auto", help="as the search's --precision")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--val-size", type=int, default=SearchSettings.val_size)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.lrs, args.batch_sizes, args.epochs = 4, [64, 256], 2
+    precision = choose_precision(args.precision, torch.device("cpu")).value
+    configs = grid(args.lrs, args.batch_sizes, args.optimizers, args.second_seed_every)
+    done = done_keys(args.out)
+    todo = [c for c in configs if c.key not in done]
+    print(f"{len(configs)} configurations x {args.epochs} epochs, {len(configs) - len(todo)} "
+          f"already in {args.out}; {len(todo)} to record in {precision}, {args.workers} "
+          "process(es).", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if not args.out.exists():
+        args.out.write_text("\n".join(header(args, precision, argv)) + "\n"
+                            + ",".join(COLUMNS) + "\n")
+    start = time.perf_counter()
+    for count, rows in enumerate(record(todo, args, precision), start=1):
+        with args.out.open("a", newline="") as file:
+            csv.DictWriter(file, COLUMNS).writerows(rows)
+        last = rows[-1] if rows else {}
+        print(f"[{count}/{len(todo)}] {last.get('optimizer')} lr {last.get('lr')} batch "
+              f"{last.get('batch_size')} seed {last.get('seed')}: val acc "
+              f"{last.get('val_accuracy', float('nan')):.4f} after {len(rows)} epochs "
+              f"({time.perf_counter() - start:.0f} s so far)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
