@@ -30,7 +30,9 @@ from pathlib import Path
 
 import torch
 
-from model.data import DEFAULT_DATA_DIR, TrainValSplit, load_searched_split
+from benchmarks.epoch import tutorial_rate
+from benchmarks.tutorial import torchvision_root, tutorial_dataset
+from model.data import DEFAULT_DATA_DIR, TrainValSplit, load_searched_split, locate
 from model.kernels import cpu_name, fp32_kernel
 from model.loops import flush_denormals, warm_up_optimizers
 from tuning.precision import choose_precision
@@ -85,9 +87,22 @@ def done_keys(path: Path) -> set[tuple[str, int, str, int]]:
             for r in rows}
 
 
+TUTORIAL_IMAGES = 6_400  # images per batch size to time the tutorial's loop on
+
+
+def tutorial_rates(args: argparse.Namespace) -> str:
+    """The tutorial loop's images per second per batch size on this machine, for the naive
+    search a simulation charges (``benchmarks.simulate``)."""
+    source = locate(args.data_dir, download=False)
+    with torchvision_root(source) as root:
+        dataset = tutorial_dataset(root)
+        rates = {b: tutorial_rate(dataset, b, TUTORIAL_IMAGES, 0) for b in args.batch_sizes}
+    return " ".join(f"{b}={rate:.0f}" for b, rate in rates.items())
+
+
 def header(args: argparse.Namespace, precision: str, argv: Sequence[str]) -> list[str]:
     cpu = torch.device("cpu")
-    return [f"# machine: {cpu_name()}, "
+    return [f"# tutorial img/s: {tutorial_rates(args)}",f"# machine: {cpu_name()}, "
             f"{torch.get_num_threads()} torch threads per process, CPU capability "
             f"{torch.backends.cpu.get_cpu_capability()}, float32 kernel {fp32_kernel(cpu).value}",
             f"# torch {torch.__version__}; precision {precision}; {args.epochs} epochs; split "

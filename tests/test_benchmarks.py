@@ -162,12 +162,30 @@ def test_curves_benchmark_records_a_resumable_table_with_its_header(tmp_path, id
     assert result.returncode == 0, result.stderr
     assert "6 configurations x 2 epochs, 0 already in" in result.stdout  # 4 + 2 second seeds
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("# machine: ") and "precision fp32; 2 epochs" in lines[1]
-    assert lines[2].startswith("# command: python -m benchmarks.curves --data-dir")
-    assert lines[3] == "lr,batch_size,optimizer,seed,epoch,val_accuracy,val_loss,train_loss,seconds"
-    rows = lines[4:]
+    assert re.fullmatch(r"# tutorial img/s: 64=\d+", lines[0])
+    assert lines[1].startswith("# machine: ") and "precision fp32; 2 epochs" in lines[2]
+    assert lines[3].startswith("# command: python -m benchmarks.curves --data-dir")
+    assert lines[4] == "lr,batch_size,optimizer,seed,epoch,val_accuracy,val_loss,train_loss,seconds"
+    rows = lines[5:]
     assert len(rows) == 6 * 2
     assert {row.split(",")[0] for row in rows} == {"1e-05", "0.1"}
     again = run_main(*args, cwd=tmp_path)
     assert "6 already in" in again.stdout and "0 to record" in again.stdout
     assert out.read_text().splitlines() == lines  # nothing recorded twice
+
+
+def test_simulate_replays_strategies_on_a_recorded_table(tmp_path, idx_dir):
+    out = tmp_path / "curves.csv"
+    result = run_main("benchmarks.curves", "--data-dir", str(idx_dir), "--val-size", "100",
+                      "--lrs", "2", "--epochs", "2", "--second-seed-every", "5",
+                      "--precision", "fp32", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run_main("benchmarks.simulate", "--table", str(out), "--seeds", "3",
+                      "--budget-min", "0.05", "--strategies", "naive", "suite",
+                      "random+none", "tpe:startup=3+median:startup=2,warmup=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"15 \(batch size, optimizer\) groups, 2 epochs, seed noise 0\.\d{4}",
+                     result.stdout)
+    assert len(re.findall(r"^(naive|suite|random\+none|tpe:startup=3\+median:startup=2,"
+                          r"warmup=1) +to 0\.88: .* \| best at 0\.05 min .* \| "
+                          r"regret (-?\d\.\d{4}|nan)$", result.stdout, re.M)) == 4
