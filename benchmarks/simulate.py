@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import multiprocessing
 import re
 import statistics
 from collections.abc import Callable, Sequence
@@ -149,6 +150,34 @@ def run(land: Landscape, plan: Strategy, seed: int, workers: int, budget_min: fl
     return out
 
 
+_POOL: dict[str, object] = {}
+
+
+def _start(table: Path, epochs_spec: tuple[str, int], workers: int, budget_min: float) -> None:
+    land = Landscape.read(table)
+    spec, epochs = epochs_spec
+    _POOL.update(land=land, plan=strategy(spec, epochs), workers=workers, budget=budget_min,
+                 rates=tutorial_rates(land.header))
+
+
+def _one(seed: int) -> Search:
+    land, plan = _POOL["land"], _POOL["plan"]
+    assert isinstance(land, Landscape) and isinstance(plan, Strategy)
+    return run(land, plan, seed, int(str(_POOL["workers"])), float(str(_POOL["budget"])),
+               dict(_POOL["rates"]))  # type: ignore[call-overload]
+
+
+def searches(args: argparse.Namespace, land: Landscape, spec: str, plan: Strategy,
+             rates: dict[int, float]) -> list[Search]:
+    """``args.seeds`` simulated searches of one strategy, over ``args.processes`` processes."""
+    if args.processes == 1:
+        return [run(land, plan, seed, args.workers, args.budget_min, rates)
+                for seed in range(args.seeds)]
+    init = (args.table, (spec, land.epochs), args.workers, args.budget_min)
+    with multiprocessing.get_context("spawn").Pool(args.processes, _start, init) as pool:
+        return pool.map(_one, range(args.seeds))
+
+
 def tutorial_rates(header: Sequence[str]) -> dict[int, float]:
     """The tutorial loop's images per second by batch size, from the table's header."""
     for line in header:
@@ -175,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1, help="trials side by side")
     parser.add_argument("--budget-min", type=float, default=max(BUDGETS_MIN))
+    parser.add_argument("--processes", type=int, default=1,
+                        help="simulate seeds in this many processes (cores)")
     args = parser.parse_args(argv)
     try:
         land = Landscape.read(args.table)
@@ -196,14 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec, plan in zip(args.strategies, plans, strict=True):
         if plan.naive and not rates:
             parser.error("the table's header has no tutorial img/s line for the naive search")
-        searches = [run(land, plan, seed, args.workers, args.budget_min, rates)
-                    for seed in range(args.seeds)]
-        to = {t: [s.minutes_to(t) for s in searches] for t in TARGETS}
+        done = searches(args, land, spec, plan, rates)
+        to = {t: [s.minutes_to(t) for s in done] for t in TARGETS}
         medians[spec] = statistics.median(to[TARGETS[0]])
         budgets = [b for b in BUDGETS_MIN if b < args.budget_min] + [args.budget_min]
-        best = "  ".join(f"{b:g} min {statistics.median([s.best_at(b) for s in searches]):.4f}"
+        best = "  ".join(f"{b:g} min {statistics.median([s.best_at(b) for s in done]):.4f}"
                          for b in budgets)
-        regret = statistics.median(s.regret for s in searches)
+        regret = statistics.median(s.regret for s in done)
         print(f"{spec:<34} to {TARGETS[0]}: {_quartiles(to[TARGETS[0]])} min | to "
               f"{TARGETS[1]}: {_quartiles(to[TARGETS[1]])} min | best at {best} | "
               f"regret {regret:.4f}", flush=True)
