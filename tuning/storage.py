@@ -169,6 +169,9 @@ def open_storage(
     return storage
 
 
+RACE_SIGNS = ("already exists", "duplicate key", "UNIQUE constraint failed")
+
+
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], beat: dict[str, Any]
                  ) -> optuna.storages.RDBStorage:
     """Optuna's database storage; a process that loses the race to create its tables retries.
@@ -185,7 +188,9 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any], beat: dict[str, Any]
                        else PatientRDBStorage)
                 return cls(url, engine_kwargs=engine_kwargs, **beat)
         except (OperationalError, ProgrammingError, IntegrityError) as exc:
-            lost_race = "already exists" in str(exc) or "duplicate key" in str(exc)
+            # "already exists" (a table), "duplicate key" (PostgreSQL) or "UNIQUE constraint
+            # failed" (SQLite: both inserted Optuna's schema version) all mean another won.
+            lost_race = any(sign in str(exc) for sign in RACE_SIGNS)
             if not lost_race or attempt == CREATE_ATTEMPTS:
                 raise
             time.sleep(0.5 * attempt)
