@@ -102,8 +102,10 @@ def tutorial_rates(args: argparse.Namespace) -> str:
 
 def header(args: argparse.Namespace, precision: str, argv: Sequence[str]) -> list[str]:
     cpu = torch.device("cpu")
-    return [f"# tutorial img/s: {tutorial_rates(args)}",f"# machine: {cpu_name()}, "
-            f"{torch.get_num_threads()} torch threads per process, CPU capability "
+    threads = torch.get_num_threads() if args.workers == 1 else 1  # as record() sets them
+    return [f"# tutorial img/s: {tutorial_rates(args)}",
+            f"# machine: {cpu_name()}, {args.workers} process(es) x {threads} torch "
+            f"thread(s), CPU capability "
             f"{torch.backends.cpu.get_cpu_capability()}, float32 kernel {fp32_kernel(cpu).value}",
             f"# torch {torch.__version__}; precision {precision}; {args.epochs} epochs; split "
             f"val_size {args.val_size}, split_seed {SearchSettings.split_seed}",
