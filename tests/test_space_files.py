@@ -54,7 +54,9 @@ def test_the_tutorial_space_keeps_todays_trials(tmp_path, idx_dir, space):
     for trial, (_, accuracies, losses) in zip(trials, TUTORIAL_TRIALS, strict=True):
         assert trial.user_attrs["val_accuracy"] == accuracies
         if losses is not None:
-            assert trial.user_attrs["train_loss"] == pytest.approx(losses, rel=1e-4)
+            # 1%: the float32 kernel differs between CPUs (oneDNN here, MKL on others), and
+            # an adaptive optimizer amplifies its rounding; a changed training moves far more.
+            assert trial.user_attrs["train_loss"] == pytest.approx(losses, rel=1e-2, abs=1e-4)
 
 
 @pytest.mark.e2e
