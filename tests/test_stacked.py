@@ -102,3 +102,13 @@ def test_a_seed_that_diverges_keeps_its_history_and_the_others_train_on(split):
     assert len(runs[1].history["val_accuracy"]) == 1  # stopped at the epoch it diverged
     assert all(len(runs[k].history["val_accuracy"]) == 2 for k in (0, 2))
     assert runs[0].history["val_accuracy"][-1] > 0.5
+
+
+def test_stacked_seeds_keep_the_optimizers_momentum_and_weight_decay(split):
+    # The stacked model's optimizer is built from the same knobs as each seed's own.
+    params = Hyperparameters(lr=0.05, batch_size=32, optimizer="SGD", momentum=0.9,
+                             nesterov=True, weight_decay=0.01)
+    runs = retrain_seeds(params, split.train, split.val, 1, SEEDS, CPU)
+    for run in runs:
+        alone = retrain(params, split.train, split.val, 1, run.seed, CPU).history
+        assert run.history["train_loss"][0] == pytest.approx(alone["train_loss"][0], rel=1e-4)

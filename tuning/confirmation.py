@@ -26,7 +26,7 @@ from model.kernels import HardwareChoice
 from model.loops import flush_denormals, warm_up_optimizers
 from tuning.errors import StudyError
 from tuning.protocol import CONFIRM_PLAN_ATTR, StudyRecord, configuration, derive_seed
-from tuning.retrain import Diverged, retrain, retrain_seeds
+from tuning.retrain import retrain_one, retrain_seeds
 from tuning.selection import Run, candidates, recorded_runs
 from tuning.space import Hyperparameters
 
@@ -135,18 +135,14 @@ def _run(job: list[Task]) -> list[Run]:
     data, device, precision = _WORKER["data"], _WORKER["device"], _WORKER["precision"]
     params = Hyperparameters.from_params(job[0].params)
     start = time.perf_counter()
+    # A run that diverges scores what its network still scores (its history so far).
     if len(job) == 1:
-        task = job[0]
-        try:
-            history = retrain(params, data.train, data.val, task.epochs, task.seed, device,
-                              precision=precision).history
-        except Diverged as exc:  # a run that diverges scores what its network still scores
-            history = exc.history
-        histories = [history]
+        runs = [retrain_one(params, data.train, data.val, job[0].epochs, job[0].seed, device,
+                            precision)]
     else:
-        histories = [run.history for run in retrain_seeds(
-            params, data.train, data.val, job[0].epochs, [t.seed for t in job], device,
-            precision)]
+        runs = retrain_seeds(params, data.train, data.val, job[0].epochs,
+                             [t.seed for t in job], device, precision)
+    histories = [run.history for run in runs]
     seconds = (time.perf_counter() - start) / len(job)  # each run's share of the wall time
     return [Run(task.trial, task.seed, history["val_accuracy"][-1],
                 max(history["val_accuracy"]), seconds, torch.get_num_threads(), precision,

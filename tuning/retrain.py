@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,16 +33,16 @@ def seeded_start(
     (``model.kernels.fp32_kernel``: a rule on the hardware, so one machine replays a seed).
     """
     torch.manual_seed(seed)
-    model = NeuralNetwork(network_config(params), kernel=fp32_kernel(device).value).to(device)
-    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr,
-                               weight_decay=params.weight_decay, momentum=params.momentum,
-                               nesterov=params.nesterov)
-    return model, optimizer, torch.Generator().manual_seed(seed)
+    model = NeuralNetwork(NetworkConfig.from_dict(params.network()),
+                          kernel=fp32_kernel(device).value).to(device)
+    return model, optimizer_of(params, model.parameters()), torch.Generator().manual_seed(seed)
 
 
-def network_config(params: Hyperparameters) -> NetworkConfig:
-    """The network ``params`` describe (the tutorial's 784-512-512-10 by default)."""
-    return NetworkConfig.from_dict(params.network())
+def optimizer_of(params: Hyperparameters, weights: Iterable[torch.Tensor]
+                 ) -> torch.optim.Optimizer:
+    """The optimizer ``params`` name, with their learning rate, weight decay and momentum."""
+    return make_optimizer(params.optimizer, weights, params.lr, weight_decay=params.weight_decay,
+                          momentum=params.momentum, nesterov=params.nesterov)
 
 
 def recipe(params: Hyperparameters, train_size: int, epochs: int) -> dict[str, Any]:
@@ -150,11 +150,12 @@ def retrain_seeds(params: Hyperparameters, train: Tensors, val: Tensors, epochs:
     or infinite keeps its history up to that epoch, as ``Diverged`` carries it for one run.
     """
     if not stackable(params):
-        return [_one(params, train, val, epochs, seed, device, precision) for seed in seeds]
+        return [retrain_one(params, train, val, epochs, seed, device, precision)
+                for seed in seeds]
     train, val = train.to(device), val.to(device)
     starts = [seeded_start(params, seed, device) for seed in seeds]
     model = StackedMLP([net for net, _, _ in starts]).to(device)
-    optimizer = make_optimizer(params.optimizer, model.parameters(), params.lr)
+    optimizer = optimizer_of(params, model.parameters())
     histories: list[dict[str, list[float]]] = [
         {"train_loss": [], "val_loss": [], "val_accuracy": []} for _ in seeds]
     diverged = [False] * len(seeds)
@@ -175,8 +176,9 @@ def retrain_seeds(params: Hyperparameters, train: Tensors, val: Tensors, epochs:
             for seed, history, flag in zip(seeds, histories, diverged, strict=True)]
 
 
-def _one(params: Hyperparameters, train: Tensors, val: Tensors, epochs: int, seed: int,
-         device: torch.device, precision: str) -> SeedRun:
+def retrain_one(params: Hyperparameters, train: Tensors, val: Tensors, epochs: int, seed: int,
+                device: torch.device, precision: str = "fp32") -> SeedRun:
+    """``retrain`` from one seed as a ``SeedRun``: a divergence keeps its history so far."""
     try:
         history = retrain(params, train, val, epochs, seed, device, precision=precision).history
     except Diverged as exc:
