@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.precision import sample_configs
-from model.data import DEFAULT_DATA_DIR, Tensors, TrainValSplit, load_searched_split
+from benchmarks.precision import sample_configs, searched_split
+from model.data import DEFAULT_DATA_DIR, TrainValSplit
 from model.kernels import fp32_kernel
 from model.loops import PRECISIONS, flush_denormals, warm_up_optimizers
 from tuning.retrain import retrain, retrain_seeds
@@ -77,10 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm_up_optimizers()
     n = 2 if args.quick else args.configs
     limit = args.train_images or (10_000 if args.quick else None)
-    split = load_searched_split(args.data_dir, args.val_size, SearchSettings.split_seed)[1]
-    if limit:
-        split = TrainValSplit(Tensors(split.train.images[:limit], split.train.labels[:limit]),
-                              split.val, split.seed)
+    split = searched_split(args.data_dir, args.val_size, limit)
     configs = [TUTORIAL, *sample_configs(n - 1, args.seed)][:n]
     seeds = [1000 + k for k in range(args.seeds)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "

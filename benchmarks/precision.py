@@ -33,6 +33,15 @@ from tuning.spacefile import load_space
 RANK_THRESHOLD = 0.9  # the Spearman correlation bf16 must reach to be the search default
 
 
+def searched_split(data_dir: Path, val_size: int, train_images: int | None) -> TrainValSplit:
+    """The search's split, its training part cut to the first ``train_images`` (None: all)."""
+    split = load_searched_split(data_dir, val_size, SearchSettings.split_seed)[1]
+    if not train_images:
+        return split
+    train = Tensors(split.train.images[:train_images], split.train.labels[:train_images])
+    return TrainValSplit(train, split.val, split.seed)
+
+
 def sample_configs(n: int, seed: int, space: str = "tutorial") -> list[Hyperparameters]:
     """``n`` points of a search space (``--space``) from a seeded random sampler."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -84,10 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n, epochs = (4, 1) if args.quick else (args.configs, args.epochs)
     limit = args.train_images or (10_000 if args.quick else None)
 
-    split = load_searched_split(args.data_dir, args.val_size, SearchSettings.split_seed)[1]
-    if limit:
-        split = TrainValSplit(Tensors(split.train.images[:limit], split.train.labels[:limit]),
-                              split.val, split.seed)
+    split = searched_split(args.data_dir, args.val_size, limit)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; {n} configurations x {epochs} epochs, "
           f"{len(split.train)} training images", flush=True)

@@ -42,16 +42,25 @@ class HardwareChoice:
     reason: str
 
 
-def cpu_name() -> str:
-    """This CPU's model name and family/model numbers, as /proc/cpuinfo has them, for the
-    header of a table; the platform's machine type where that is all there is."""
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (vendor_id, flags, model name, ...), read once
+    per process; empty where there is no such file (not Linux)."""
     fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
+        return fields
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_name() -> str:
+    """This CPU's model name and family/model numbers, for the header of a table; the
+    platform's machine type where /proc/cpuinfo does not say."""
+    fields = _cpuinfo()
     if "model name" not in fields:
         import platform
 
@@ -60,27 +69,10 @@ def cpu_name() -> str:
             f"{fields.get('model', '?')})")
 
 
-def _cpu_flags() -> tuple[str, set[str]]:
-    """(vendor id, feature flags) of this machine's CPU from /proc/cpuinfo; empty elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "", set()
-    vendor, flags = "", set[str]()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "vendor_id" and not vendor:
-            vendor = value.strip()
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return vendor, flags
-
-
-@functools.cache
 def cpu_facts() -> tuple[str, set[str]]:
-    """This CPU's vendor id and flags, read once per process."""
-    return _cpu_flags()
+    """This CPU's vendor id and feature flags (empty where /proc/cpuinfo does not say)."""
+    fields = _cpuinfo()
+    return fields.get("vendor_id", ""), set(fields.get("flags", "").split())
 
 
 def cpu_has_native_bf16() -> tuple[bool, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,9 @@ class NetworkConfig:
     dropout: float = 0.0  # after each hidden layer's ReLU, in training only
     input_dropout: float = 0.0  # on the flattened pixels, in training only
 
-    def to_dict(self) -> dict[str, Any]:
-        """The config as JSON-ready values (exported configs and metrics carry it)."""
-        return asdict(self) | {"hidden": list(self.hidden)}
-
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> NetworkConfig:
-        """Read back ``to_dict``'s output."""
+        """A config from JSON values (``Hyperparameters.network()``, as exports carry it)."""
         return cls(**{**values, "hidden": tuple(values.get("hidden", cls.hidden))})
 
 

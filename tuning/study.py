@@ -24,7 +24,7 @@ from tuning.protocol import (
     StudyRecord,
 )
 from tuning.space import TUTORIAL, distributions
-from tuning.spacefile import check_resume, load_space, space_of
+from tuning.spacefile import check_resume, space_of
 from tuning.storage import Location, open_storage
 from tuning.storage_checks import check_existing
 
@@ -191,7 +191,8 @@ def create_or_resume(
         if worker or not queue_baseline:
             return study, True
         if not any(is_baseline(t) and t.state in _BASELINE_KEPT for t in trials):
-            _enqueue_tutorial(study, record)  # its first run was interrupted: queue it again
+            # its first run was interrupted: queue it again
+            _enqueue_tutorial(study, record.space, record.space_name)
         return study, True
     try:
         study = optuna.create_study(
@@ -253,8 +254,7 @@ def _set_up(study: optuna.Study, attrs: dict[str, Any]) -> None:
     queues a second one.
     """
     if not any(is_baseline(t) for t in study.get_trials(deepcopy=False)):
-        _enqueue_tutorial(study, StudyRecord.from_attrs(attrs, study.study_name)
-                          if all(key in attrs for key in BINDING_KEYS) else None)
+        _enqueue_tutorial(study, attrs.get(SPACE_ATTR), attrs.get(SPACE_NAME_ATTR))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAME])  # the dashboard's axis label
@@ -288,10 +288,10 @@ def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
     return all(trial.user_attrs.get(key) == value for key, value in BASELINE_ATTRS.items())
 
 
-def _enqueue_tutorial(study: optuna.Study, record: StudyRecord | None) -> None:
-    """Queue the tutorial's configuration, where the study's space holds it."""
-    space = space_of(record.space, record.space_name) if record else load_space("tutorial")
-    params = space.baseline(TUTORIAL.as_params(), asdict(TUTORIAL))
+def _enqueue_tutorial(study: optuna.Study, space_text: str | None, space_name: str | None
+                      ) -> None:
+    """Queue the tutorial's configuration, where the study's space (``space_of``) holds it."""
+    params = space_of(space_text, space_name).baseline(TUTORIAL.as_params(), asdict(TUTORIAL))
     if params is not None:
         study.enqueue_trial(params, user_attrs=dict(BASELINE_ATTRS))
 
