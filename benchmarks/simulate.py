@@ -27,6 +27,7 @@ import re
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ class Search:
         return max((acc for t, acc in self.trace if t <= minutes), default=float("nan"))
 
 
-def run(land: Landscape, plan: Strategy, seed: int, workers: int, budget_min: float,
+def run(land: Landscape, plan: Strategy, seed: int, *, workers: int, budget_min: float,
         tutorial_rate: dict[int, float]) -> Search:
     """One simulated search of ``budget_min`` minutes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -150,30 +151,30 @@ def run(land: Landscape, plan: Strategy, seed: int, workers: int, budget_min: fl
     return out
 
 
-_POOL: dict[str, object] = {}
+_POOL: dict[str, Callable[[int], Search]] = {}  # a pool process's run, seed -> search
 
 
-def _start(table: Path, epochs_spec: tuple[str, int], workers: int, budget_min: float) -> None:
-    land = Landscape.read(table)
-    spec, epochs = epochs_spec
-    _POOL.update(land=land, plan=strategy(spec, epochs), workers=workers, budget=budget_min,
-                 rates=tutorial_rates(land.header))
+def _bind(land: Landscape, plan: Strategy, args: argparse.Namespace) -> Callable[[int], Search]:
+    """``run`` of one strategy with everything but the seed fixed."""
+    return partial(run, land, plan, workers=args.workers, budget_min=args.budget_min,
+                   tutorial_rate=tutorial_rates(land.header))
+
+
+def _start(args: argparse.Namespace, spec: str, epochs: int) -> None:
+    land = Landscape.read(args.table)
+    _POOL["run"] = _bind(land, strategy(spec, epochs), args)
 
 
 def _one(seed: int) -> Search:
-    land, plan = _POOL["land"], _POOL["plan"]
-    assert isinstance(land, Landscape) and isinstance(plan, Strategy)
-    return run(land, plan, seed, int(str(_POOL["workers"])), float(str(_POOL["budget"])),
-               dict(_POOL["rates"]))  # type: ignore[call-overload]
+    return _POOL["run"](seed)
 
 
-def searches(args: argparse.Namespace, land: Landscape, spec: str, plan: Strategy,
-             rates: dict[int, float]) -> list[Search]:
+def searches(args: argparse.Namespace, land: Landscape, spec: str, plan: Strategy
+             ) -> list[Search]:
     """``args.seeds`` simulated searches of one strategy, over ``args.processes`` processes."""
     if args.processes == 1:
-        return [run(land, plan, seed, args.workers, args.budget_min, rates)
-                for seed in range(args.seeds)]
-    init = (args.table, (spec, land.epochs), args.workers, args.budget_min)
+        return list(map(_bind(land, plan, args), range(args.seeds)))
+    init = (args, spec, land.epochs)
     with multiprocessing.get_context("spawn").Pool(args.processes, _start, init) as pool:
         return pool.map(_one, range(args.seeds))
 
@@ -227,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for spec, plan in zip(args.strategies, plans, strict=True):
         if plan.naive and not rates:
             parser.error("the table's header has no tutorial img/s line for the naive search")
-        done = searches(args, land, spec, plan, rates)
+        done = searches(args, land, spec, plan)
         to = {t: [s.minutes_to(t) for s in done] for t in TARGETS}
         medians[spec] = statistics.median(to[TARGETS[0]])
         budgets = [b for b in BUDGETS_MIN if b < args.budget_min] + [args.budget_min]
