@@ -24,7 +24,7 @@ import torch
 from scipy.stats import spearmanr
 
 from model.data import DEFAULT_DATA_DIR, Tensors, TrainValSplit, load_searched_split
-from model.loops import evaluate, flush_denormals, shuffle_buffer, train_epoch
+from model.loops import evaluate, flush_denormals, run_epochs
 from tuning.retrain import recipe, seeded_start
 from tuning.search_settings import SearchSettings
 from tuning.space import Hyperparameters, describe
@@ -59,15 +59,13 @@ def train_once(split: TrainValSplit, params: Hyperparameters, epochs: int, preci
                seed: int) -> tuple[float, float]:
     """(validation accuracy after ``epochs``, seconds of training) in ``precision``."""
     model, optimizer, generator = seeded_start(params, seed, torch.device("cpu"))
-    buffer = shuffle_buffer(split.train)
-    knobs = recipe(params, len(split.train), epochs)
     start = time.perf_counter()
-    for _ in range(epochs):
-        train_epoch(model, optimizer, split.train, generator=generator, precision=precision,
-                    buffer=buffer, **knobs)
+    *_, last = run_epochs(model, optimizer, split.train, None, epochs=epochs,
+                          generator=generator, precision=precision,
+                          **recipe(params, len(split.train), epochs))
     seconds = time.perf_counter() - start
     # Scored in float32 either way: the question is how good the trained weights are.
-    return evaluate(model, split.val)[1], seconds
+    return evaluate(last.scored or model, split.val)[1], seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:

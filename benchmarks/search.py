@@ -23,13 +23,15 @@ import math
 import os
 import shlex
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -43,6 +45,7 @@ FULL_BUDGET_S, QUICK_BUDGET_S = 180.0, 45.0
 DEFAULT_TARGET = 0.88
 STOP_GRACE_S = 60  # after Ctrl-C, wait this long for a clean exit before SIGKILL
 STUDY = "bench"
+POLL_S = 2.0  # with --stop-at-target, how often a search's progress is read
 VAL_ACCURACY, EPOCH_SECONDS = HISTORY_KEYS[2], HISTORY_KEYS[3]
 
 
@@ -62,6 +65,7 @@ class Run:
     trials: int
     max_rss_mb: float
     overhead: float | None  # share of trial time spent outside the epochs (suite only)
+    startup: float = math.nan  # seconds from the process's start to its first trial's
 
     def time_to(self, target: float, budget: float) -> float:
         """Seconds until an epoch first reached ``target``; inf if none did within budget."""
@@ -73,19 +77,25 @@ class Run:
         return max((e.val_accuracy for e in self.epochs if e.seconds <= budget), default=0.0)
 
 
-def run_for(cmd: list[str], budget: float, log: Path) -> tuple[float, float]:
-    """Run ``cmd`` for ``budget`` seconds, then Ctrl-C it; return (start time, max RSS in MB)."""
+def run_for(cmd: list[str], budget: float, log: Path,
+            done: Callable[[], bool] | None = None) -> tuple[float, float]:
+    """Run ``cmd`` for ``budget`` seconds (or until ``done()``, asked every
+    ``POLL_S``), then Ctrl-C it; return (start time, max RSS in MB)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.time()
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        stop_at, kill_at = start + budget, math.inf
+        stop_at, kill_at, poll_at = start + budget, math.inf, start + POLL_S
         while True:
             pid, _status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 proc.returncode = 0  # reaped here; keeps Popen from waiting again
                 return start, usage.ru_maxrss / 1024
             now = time.time()
+            if done is not None and now >= poll_at:
+                poll_at = now + POLL_S
+                if done():
+                    stop_at = now
             if now >= stop_at and kill_at == math.inf:
                 proc.send_signal(signal.SIGINT)
                 kill_at = now + STOP_GRACE_S
@@ -94,13 +104,37 @@ def run_for(cmd: list[str], budget: float, log: Path) -> tuple[float, float]:
             time.sleep(0.2)
 
 
-def suite_run(workdir: Path, seed: int, budget: float, data_dir: Path, extra: list[str]) -> Run:
+def _study_reached(db: Path, target: float) -> bool:
+    """Whether any epoch in the SQLite study ``db`` reported ``target`` or more (read-only)."""
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0) as con:
+            row = con.execute("SELECT MAX(intermediate_value) FROM "
+                              "trial_intermediate_values").fetchone()
+    except sqlite3.Error:  # not created yet, or busy: ask again at the next poll
+        return False
+    return row is not None and row[0] is not None and row[0] >= target
+
+
+def _events_reached(events: Path, target: float) -> bool:
+    if not events.exists():
+        return False
+    return any(json.loads(line)["val_accuracy"] >= target
+               for line in events.read_text().splitlines() if line.endswith("}"))
+
+
+def suite_run(workdir: Path, seed: int, budget: float, data_dir: Path, extra: list[str],
+              stop_at: float | None = None) -> Run:
+    """The suite's search; with ``stop_at``, stopped once an epoch reached that accuracy."""
     db = workdir / f"suite-{seed}.db"
     url = f"sqlite:///{db}"
     cmd = [sys.executable, "-m", "tuning.search", "--storage", url, "--study-name", STUDY,
            "--seed", str(seed), "--n-trials", "100000", "--data-dir", str(data_dir), *extra]
-    start, rss = run_for(cmd, budget, workdir / f"suite-{seed}.log")
-    trials = optuna.load_study(study_name=STUDY, storage=url).get_trials(deepcopy=False)
+    done = None if stop_at is None else partial(_study_reached, db, stop_at)
+    start, rss = run_for(cmd, budget, workdir / f"suite-{seed}.log", done)
+    trials = [t for t in optuna.load_study(study_name=STUDY, storage=url).get_trials(
+        deepcopy=False) if t.datetime_start is not None]  # not a trial still waiting
     epochs, inside, total, gaps = [], 0.0, 0.0, 0.0
     previous_end = None
     for t in sorted(trials, key=lambda t: t.datetime_start):
@@ -118,18 +152,23 @@ def suite_run(workdir: Path, seed: int, budget: float, data_dir: Path, extra: li
                 gaps += max(0.0, t.datetime_start.timestamp() - previous_end)
             previous_end = t.datetime_complete.timestamp()
     overhead = (inside + gaps) / (total + gaps) if total else None
-    return Run(epochs, len(trials), rss, overhead)
+    startup = min((t.datetime_start.timestamp() - start for t in trials), default=math.nan)
+    return Run(epochs, len(trials), rss, overhead, startup)
 
 
-def naive_run(workdir: Path, seed: int, budget: float, data_dir: Path, extra: list[str]) -> Run:
+def naive_run(workdir: Path, seed: int, budget: float, data_dir: Path, extra: list[str],
+              stop_at: float | None = None) -> Run:
+    """The naive search; with ``stop_at``, stopped once an epoch reached that accuracy."""
     events = workdir / f"naive-{seed}.jsonl"
     cmd = [sys.executable, "-m", "benchmarks.naive", "--events", str(events), "--seed",
            str(seed), "--data-dir", str(data_dir), *extra]
-    _, rss = run_for(cmd, budget, workdir / f"naive-{seed}.log")
+    done = None if stop_at is None else partial(_events_reached, events, stop_at)
+    _, rss = run_for(cmd, budget, workdir / f"naive-{seed}.log", done)
     rows = [json.loads(line) for line in events.read_text().splitlines()] if events.exists() \
         else []
     epochs = [Epoch(r["seconds"], r["val_accuracy"]) for r in rows]
-    return Run(epochs, len({r["trial"] for r in rows}), rss, None)
+    startup = rows[0]["seconds"] - rows[0]["epoch_seconds"] if rows else math.nan
+    return Run(epochs, len({r["trial"] for r in rows}), rss, None, startup)
 
 
 def _minutes(seconds: float) -> str:
@@ -146,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--target", type=float, default=DEFAULT_TARGET,
                         help="validation accuracy whose first time is measured")
+    parser.add_argument("--stop-at-target", action="store_true",
+                        help="stop each search once it reached --target (its best value is "
+                        "then the value at that moment): many seeds in little time")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--suite-args", default="",
                         help="extra flags for tuning.search, e.g. '--workers 2'")
@@ -159,8 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.val_size:
         extra += ["--val-size", str(args.val_size)]
     data_dir = args.data_dir.resolve()
-    print(f"budget {budget:.0f} s per search, seeds {args.seeds}, target validation accuracy "
-          f"{args.target}; suite flags: {' '.join(extra) or '(defaults)'}", flush=True)
+    stop_at = args.target if args.stop_at_target else None
+    print(f"budget {budget:.0f} s per search{' (or until the target)' if stop_at else ''}, "
+          f"seeds {args.seeds}, target validation accuracy {args.target}; suite flags: "
+          f"{' '.join(extra) or '(defaults)'}", flush=True)
 
     rows: list[tuple[int, Run, Run]] = []
     with tempfile.TemporaryDirectory(prefix="fashion-tune-bench-") as tmp:
@@ -169,9 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             tmp = str(args.keep)
             args.keep.mkdir(parents=True, exist_ok=True)
         for seed in args.seeds:
-            suite = suite_run(Path(tmp), seed, budget, data_dir, extra)
+            suite = suite_run(Path(tmp), seed, budget, data_dir, extra, stop_at)
             naive = naive_run(Path(tmp), seed, budget, data_dir,
-                              ["--val-size", str(args.val_size)] if args.val_size else [])
+                              ["--val-size", str(args.val_size)] if args.val_size else [],
+                              stop_at)
             rows.append((seed, suite, naive))
             print(f"seed {seed}: suite {suite.trials} trials, {len(suite.epochs)} epochs, "
                   f"best {suite.best(budget):.4f}; naive {naive.trials} trials, "
@@ -201,6 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"median best validation accuracy within budget: suite "
           f"{statistics.median(s.best(budget) for _, s, _ in rows):.4f}, naive "
           f"{statistics.median(n.best(budget) for _, _, n in rows):.4f}")
+    def from_first(run: Run) -> str:  # what benchmarks.simulate charges: no start-up
+        return _minutes(run.time_to(args.target, budget) - run.startup).strip()
+
+    print(f"minutes to {args.target} from each search's first trial (the start-up taken off), "
+          "per seed: suite " + " ".join(from_first(s) for _, s, _ in rows) + "; naive "
+          + " ".join(from_first(n) for _, _, n in rows))
+    print(f"median start-up (process start to first trial): suite "
+          f"{statistics.median(s.startup for _, s, _ in rows):.1f} s, naive "
+          f"{statistics.median(n.startup for _, _, n in rows):.1f} s")
     overheads = [s.overhead for _, s, _ in rows if s.overhead is not None]
     if overheads:
         print(f"suite Optuna + SQLite overhead: {100 * statistics.median(overheads):.2f}% of "

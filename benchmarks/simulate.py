@@ -9,6 +9,11 @@ recorded seconds, so simulated time is real time on the recording machine. The n
 (random sampler, no pruning) is charged the tutorial loop's time per epoch instead, from the
 images per second the table's header records for it.
 
+A table of configurations drawn from a larger space (``benchmarks.curves --space extended``)
+has nothing to interpolate: there each trial draws one of its configurations at random (only
+``random+PRUNER`` strategies make sense, and there is no tutorial trial), which compares
+pruners on that space's own curves.
+
 For each strategy it prints, over ``--seeds`` searches: the median and quartiles of the minutes
 to 88% and 89% validation accuracy, the best value at 5, 15 and 60 minutes, and the regret of
 the final choice (the best recorded accuracy minus the noise-free accuracy of the configuration
@@ -34,8 +39,10 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from benchmarks.landscape import Landscape, holdout_error
-from tuning.space import BATCH_SIZES, TUTORIAL, TUTORIAL_OPTIMIZERS, suggest
+from benchmarks.landscape import NOISE_BANDS, Drawn, Landscape, holdout_error, read_table
+from tuning.baseline import BASELINE_AFTER
+from tuning.search_settings import SearchSettings
+from tuning.space import BATCH_SIZES, TUTORIAL, TUTORIAL_OPTIMIZERS
 from tuning.study import make_pruner, make_sampler
 
 TARGETS = (0.88, 0.89)
@@ -44,48 +51,95 @@ DEFAULT_TABLE = Path("benchmarks/curves/tutorial.csv")
 TRAIN_IMAGES = 50_000
 
 
+BASELINES = ("first", "protected", "none")  # or a trial number
+
+
 @dataclass
 class Strategy:
-    """A sampler and pruner (with settings), and how an epoch is charged."""
+    """A sampler and pruner (with settings), how an epoch is charged, and the baseline.
+
+    ``baseline``: ``first`` queues the tutorial's configuration as trial 0, judged by the pruner
+    like any trial (the search's behaviour); ``protected`` queues it first and never prunes it;
+    a number N queues it once N trials have started (it is trial N, judged like any trial);
+    ``none`` leaves it out.
+    """
 
     name: str
     sampler: Callable[[int], optuna.samplers.BaseSampler]
     pruner: Callable[[], optuna.pruners.BasePruner]
-    naive: bool = False  # charged the tutorial loop's time; no tutorial baseline trial
+    naive: bool = False  # charged the tutorial loop's time
+    baseline: str = "first"
 
 
-def _options(text: str) -> dict[str, float]:
-    return {k: float(v) for k, v in (part.split("=") for part in text.split(",") if part)}
+def _options(text: str, spec: str, allowed: Sequence[str]) -> dict[str, float]:
+    options: dict[str, float] = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key not in allowed:
+            raise ValueError(f"strategy {spec!r}: unknown setting {key!r}; here: "
+                             f"{', '.join(allowed) or 'none'}")
+        options[key] = float(value)
+    return options
+
+
+# Settings each sampler and pruner takes in a strategy, e.g. tpe:startup=5,multivariate=0.
+SAMPLER_SETTINGS = {"tpe": ("startup", "multivariate", "liar", "candidates"), "random": ()}
+PRUNER_SETTINGS = {"median": ("startup", "warmup"), "percentile": ("p", "startup", "warmup"),
+                   "successive-halving": ("rf", "min"), "hyperband": ("rf", "min"),
+                   "none": ()}
+
+
+def _sampler(name: str, o: dict[str, float]) -> Callable[[int], optuna.samplers.BaseSampler]:
+    if name == "random":
+        return lambda seed: optuna.samplers.RandomSampler(seed=seed)
+    return lambda seed: optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=int(o.get("startup", 10)),
+        multivariate=bool(o.get("multivariate", 1)), constant_liar=bool(o.get("liar", 1)),
+        n_ei_candidates=int(o.get("candidates", 24)))
+
+
+def _pruner(name: str, o: dict[str, float], epochs: int
+            ) -> Callable[[], optuna.pruners.BasePruner]:
+    startup, warmup = int(o.get("startup", 5)), int(o.get("warmup", 0))
+    rf, low = int(o.get("rf", 3)), int(o.get("min", 1))
+    return {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=startup,
+                                                      n_warmup_steps=warmup),
+        "percentile": lambda: optuna.pruners.PercentilePruner(
+            o.get("p", 50.0), n_startup_trials=startup, n_warmup_steps=warmup),
+        "successive-halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=low, reduction_factor=rf),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=low, max_resource=epochs, reduction_factor=rf),
+        "none": optuna.pruners.NopPruner}[name]
 
 
 def strategy(spec: str, epochs: int) -> Strategy:
-    """``naive``, ``suite`` (the search's defaults), or ``SAMPLER[:k=v,..]+PRUNER[:k=v,..]``."""
+    """``naive``, ``suite`` (the search's defaults), or
+    ``SAMPLER[:k=v,..]+PRUNER[:k=v,..][+baseline=first|protected|none|N]``."""
     if spec == "naive":
         return Strategy(spec, lambda s: optuna.samplers.RandomSampler(seed=s),
-                        optuna.pruners.NopPruner, naive=True)
-    if spec == "suite":
-        return Strategy(spec, lambda s: make_sampler("tpe", s), lambda: make_pruner("median",
-                                                                                   epochs))
-    match = re.fullmatch(r"(\w+)(?::([\w=.,]+))?\+([\w-]+)(?::([\w=.,]+))?", spec)
+                        optuna.pruners.NopPruner, naive=True, baseline="none")
+    if spec == "suite":  # the search's defaults, as they are in the code now
+        return Strategy(spec, lambda s: make_sampler(SearchSettings.sampler, s),
+                        lambda: make_pruner(SearchSettings.pruner, epochs),
+                        baseline=str(BASELINE_AFTER))
+    match = re.fullmatch(r"(\w+)(?::([\w=.,]+))?\+([\w-]+)(?::([\w=.,]+))?"
+                         r"(?:\+baseline=(\w+))?", spec)
     if not match:
-        raise ValueError(f"strategy {spec!r}: write naive, suite, or SAMPLER[:k=v]+PRUNER[:k=v]")
-    s_name, s_opts, p_name, p_opts = match.groups()
-    so, po = _options(s_opts or ""), _options(p_opts or "")
-    samplers = {"tpe": lambda seed: optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=int(so.get("startup", 10))),
-        "random": lambda seed: optuna.samplers.RandomSampler(seed=seed)}
-    pruners = {
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=int(po.get("startup", 5)),
-                                                      n_warmup_steps=int(po.get("warmup", 0))),
-        "successive-halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=1, reduction_factor=int(po.get("rf", 3))),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=epochs, reduction_factor=int(po.get("rf", 3))),
-        "none": optuna.pruners.NopPruner}
-    if s_name not in samplers or p_name not in pruners:
-        raise ValueError(f"strategy {spec!r}: samplers {', '.join(samplers)}; pruners "
-                         f"{', '.join(pruners)}")
-    return Strategy(spec, samplers[s_name], pruners[p_name])
+        raise ValueError(f"strategy {spec!r}: write naive, suite, or SAMPLER[:k=v,..]+"
+                         "PRUNER[:k=v,..][+baseline=first|protected|none|N]")
+    s_name, s_opts, p_name, p_opts, baseline = match.groups()
+    if s_name not in SAMPLER_SETTINGS or p_name not in PRUNER_SETTINGS:
+        raise ValueError(f"strategy {spec!r}: samplers {', '.join(SAMPLER_SETTINGS)}; pruners "
+                         f"{', '.join(PRUNER_SETTINGS)}")
+    if baseline and baseline not in BASELINES and not baseline.isdigit():
+        raise ValueError(f"strategy {spec!r}: baseline is first, protected, none or a trial "
+                         "number")
+    so = _options(s_opts or "", spec, SAMPLER_SETTINGS[s_name])
+    po = _options(p_opts or "", spec, PRUNER_SETTINGS[p_name])
+    return Strategy(spec, _sampler(s_name, so), _pruner(p_name, po, epochs),
+                    baseline=baseline or "first")
 
 
 @dataclass
@@ -94,6 +148,11 @@ class Search:
 
     trace: list[tuple[float, float]] = field(default_factory=list)
     regret: float = float("nan")
+    trials: int = 0  # started
+    pruned: int = 0
+    epochs: int = 0  # trained, over all trials
+    baseline: int = -1  # the tutorial configuration's trial number; -1: not started
+    baseline_epochs: int = 0  # epochs it trained before it ended (0: still running or none)
 
     def minutes_to(self, target: float) -> float:
         return next((t for t, acc in self.trace if acc >= target), float("inf"))
@@ -102,25 +161,33 @@ class Search:
         return max((acc for t, acc in self.trace if t <= minutes), default=float("nan"))
 
 
-def run(land: Landscape, plan: Strategy, seed: int, *, workers: int, budget_min: float,
+def run(land: Landscape | Drawn, plan: Strategy, seed: int, *, workers: int, budget_min: float,
         tutorial_rate: dict[int, float]) -> Search:
     """One simulated search of ``budget_min`` minutes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=plan.sampler(seed),
                                 pruner=plan.pruner())
-    if not plan.naive:
-        study.enqueue_trial(TUTORIAL.as_params())
+    queue_at = {"first": 0, "protected": 0, "none": -1}.get(plan.baseline)
+    if queue_at is None:
+        queue_at = int(plan.baseline)
+    if isinstance(land, Drawn):  # the tutorial's point is not among the drawn ones
+        queue_at = -1
     rng, out, true_value = np.random.default_rng(seed), Search(), {}
     events: list[tuple[float, int, int]] = []  # (seconds, order, trial number)
     running: dict[int, tuple[optuna.Trial, np.ndarray, np.ndarray, int]] = {}
 
     def start(now: float) -> None:
+        if out.trials == queue_at:
+            study.enqueue_trial(TUTORIAL.as_params())
         trial = study.ask()
-        params = suggest(trial)
-        acc, sec = land.curve(params.lr, params.batch_size, params.optimizer)
+        out.trials += 1
+        acc, sec, params = land.draw(trial)
+        if params == TUTORIAL:
+            out.baseline = trial.number
         true_value[trial.number] = float(np.max(acc))
-        noisy = np.clip(acc + rng.normal(0.0, land.noise), 0.0, 1.0)
-        if plan.naive:
+        noisy = np.clip(acc + rng.normal(0.0, land.noise_for(true_value[trial.number])),
+                        0.0, 1.0)
+        if plan.naive and params is not None:
             sec = np.full_like(sec, TRAIN_IMAGES / tutorial_rate[params.batch_size])
         running[trial.number] = (trial, noisy, sec, 0)
         heapq.heappush(events, (now + float(sec[0]), trial.number, trial.number))
@@ -135,10 +202,17 @@ def run(land: Landscape, plan: Strategy, seed: int, *, workers: int, budget_min:
         trial, acc, sec, epoch = running[number]
         trial.report(float(acc[epoch]), epoch + 1)
         out.trace.append((now / 60, float(acc[epoch])))
-        if trial.should_prune():
+        protected = plan.baseline == "protected" and number == out.baseline
+        out.epochs += 1
+        if not protected and trial.should_prune():
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            out.pruned += 1
+            if number == out.baseline:
+                out.baseline_epochs = epoch + 1
         elif epoch + 1 == len(acc):
             study.tell(trial, float(np.max(acc)))
+            if number == out.baseline:
+                out.baseline_epochs = epoch + 1
         else:
             running[number] = (trial, acc, sec, epoch + 1)
             heapq.heappush(events, (now + float(sec[epoch + 1]), number, number))
@@ -154,14 +228,15 @@ def run(land: Landscape, plan: Strategy, seed: int, *, workers: int, budget_min:
 _POOL: dict[str, Callable[[int], Search]] = {}  # a pool process's run, seed -> search
 
 
-def _bind(land: Landscape, plan: Strategy, args: argparse.Namespace) -> Callable[[int], Search]:
+def _bind(land: Landscape | Drawn, plan: Strategy, args: argparse.Namespace
+          ) -> Callable[[int], Search]:
     """``run`` of one strategy with everything but the seed fixed."""
     return partial(run, land, plan, workers=args.workers, budget_min=args.budget_min,
                    tutorial_rate=tutorial_rates(land.header))
 
 
 def _start(args: argparse.Namespace, spec: str, epochs: int) -> None:
-    land = Landscape.read(args.table)
+    land = read_table(args.table)
     _POOL["run"] = _bind(land, strategy(spec, epochs), args)
 
 
@@ -169,7 +244,7 @@ def _one(seed: int) -> Search:
     return _POOL["run"](seed)
 
 
-def searches(args: argparse.Namespace, land: Landscape, spec: str, plan: Strategy
+def searches(args: argparse.Namespace, land: Landscape | Drawn, spec: str, plan: Strategy
              ) -> list[Search]:
     """``args.seeds`` simulated searches of one strategy, over ``args.processes`` processes."""
     if args.processes == 1:
@@ -209,24 +284,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="simulate seeds in this many processes (cores)")
     args = parser.parse_args(argv)
     try:
-        land = Landscape.read(args.table)
+        land = read_table(args.table)
         plans = [strategy(spec, land.epochs) for spec in args.strategies]
     except (OSError, ValueError) as exc:
         parser.error(str(exc))
-    missing = [f"{b} {o}" for b in BATCH_SIZES for o in TUTORIAL_OPTIMIZERS
-               if (b, o) not in land.groups]
-    if missing:
-        parser.error(f"{args.table} lacks curves for {', '.join(missing)}: record the whole "
-                     "tutorial space with python -m benchmarks.curves")
-    rates = tutorial_rates(land.header)
-    error, held_out = holdout_error(pd.read_csv(args.table, comment="#"))
-    print(f"{args.table}: {len(land.groups)} (batch size, optimizer) groups, {land.epochs} "
-          f"epochs, seed noise {land.noise:.4f}; interpolation in log10 lr, checked on "
-          f"{held_out} held-out recorded curves: mean |error| {error:.4f}; {args.seeds} seeds "
-          f"x {args.budget_min:g} minutes, {args.workers} worker(s)", flush=True)
+    bands = ", ".join(f">={low:g} {sd:.4f}" for low, sd in zip(NOISE_BANDS, land.noise,
+                                                                 strict=True))
+    runs = f"{args.seeds} seeds x {args.budget_min:g} minutes, {args.workers} worker(s)"
+    if isinstance(land, Drawn):
+        guided = [spec for spec in args.strategies if not spec.startswith("random+")]
+        if guided:
+            parser.error(f"{args.table} holds configurations drawn from a larger space: a "
+                         "simulated trial can only draw one of them at random, so give "
+                         f"random+PRUNER strategies, not {', '.join(guided)}")
+        print(f"{args.table}: {len(land.configs)} drawn configurations, {land.epochs} epochs, "
+              f"seed noise by best accuracy {bands}; each trial draws one at random (no "
+              f"tutorial trial); {runs}", flush=True)
+    else:
+        missing = [f"{b} {o}" for b in BATCH_SIZES for o in TUTORIAL_OPTIMIZERS
+                   if (b, o) not in land.groups]
+        if missing:
+            parser.error(f"{args.table} lacks curves for {', '.join(missing)}: record the "
+                         "whole tutorial space with python -m benchmarks.curves")
+        error, held_out = holdout_error(pd.read_csv(args.table, comment="#"))
+        print(f"{args.table}: {len(land.groups)} (batch size, optimizer) groups, {land.epochs} "
+              f"epochs, seed noise by best accuracy {bands}; interpolation in log10 lr, "
+              f"checked on {held_out} held-out recorded curves: mean |error| {error:.4f}; "
+              f"{runs}", flush=True)
     medians: dict[str, float] = {}
     for spec, plan in zip(args.strategies, plans, strict=True):
-        if plan.naive and not rates:
+        if plan.naive and not tutorial_rates(land.header):
             parser.error("the table's header has no tutorial img/s line for the naive search")
         done = searches(args, land, spec, plan)
         to = {t: [s.minutes_to(t) for s in done] for t in TARGETS}
@@ -235,9 +322,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         best = "  ".join(f"{b:g} min {statistics.median([s.best_at(b) for s in done]):.4f}"
                          for b in budgets)
         regret = statistics.median(s.regret for s in done)
+        trials = statistics.mean(s.trials for s in done)
+        pruned = sum(s.pruned for s in done) / max(1, sum(s.trials for s in done))
+        per_trial = sum(s.epochs for s in done) / max(1, sum(s.trials for s in done))
+        ran = [s.baseline_epochs for s in done if s.baseline >= 0]
+        baseline = f"{statistics.median(ran):g}" if ran else "-"
         print(f"{spec:<34} to {TARGETS[0]}: {_quartiles(to[TARGETS[0]])} min | to "
               f"{TARGETS[1]}: {_quartiles(to[TARGETS[1]])} min | best at {best} | "
-              f"regret {regret:.4f}", flush=True)
+              f"regret {regret:.4f} | {trials:.0f} trials, {100 * pruned:.0f}% pruned, "
+              f"{per_trial:.1f} epochs/trial, baseline {baseline} epochs", flush=True)
     naive = medians.get("naive", float("inf"))
     for spec, minutes in medians.items():
         if spec == "naive" or "naive" not in medians:

@@ -22,6 +22,7 @@ class NetworkConfig:
     classes: int = 10  # FashionMNIST's ten clothing classes
     dropout: float = 0.0  # after each hidden layer's ReLU, in training only
     input_dropout: float = 0.0  # on the flattened pixels, in training only
+    batch_norm: bool = False  # normalise each hidden layer's outputs over the batch, pre-ReLU
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> NetworkConfig:
@@ -42,11 +43,12 @@ class KernelLinear(nn.Linear):
 
 
 class NeuralNetwork(nn.Module):
-    """Flatten -> (Linear -> ReLU) per hidden layer -> Linear to logits.
+    """Flatten -> (Linear -> [BatchNorm ->] ReLU) per hidden layer -> Linear to logits.
 
     Attribute names follow the tutorial, so its saved ``state_dict`` keys
     (``linear_relu_stack.0.weight`` ...) load into this module unchanged. Dropout has no
-    weights and is applied in ``forward``, so it leaves the keys as they are.
+    weights and is applied in ``forward``, so it leaves the keys as they are; batch norm has
+    weights and running statistics, so with it the stack's layers are numbered past them.
     """
 
     def __init__(self, config: NetworkConfig | None = None, kernel: str = "aten") -> None:
@@ -56,7 +58,10 @@ class NeuralNetwork(nn.Module):
         layers: list[nn.Module] = []
         width = config.in_features
         for hidden in config.hidden:
-            layers += [KernelLinear(width, hidden), nn.ReLU()]
+            layers.append(KernelLinear(width, hidden))
+            if config.batch_norm:
+                layers.append(nn.BatchNorm1d(hidden))
+            layers.append(nn.ReLU())
             width = hidden
         layers.append(KernelLinear(width, config.classes))
         self.flatten = nn.Flatten()

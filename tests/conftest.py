@@ -19,10 +19,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from benchmarks.synthetic import write_fashion_mnist
+
+if TYPE_CHECKING:
+    from model.data import TrainValSplit
 
 # The tests train tiny networks on tiny data, where torch's OpenMP threads mostly spin waiting
 # for each other, and on a busy 2-core machine that is ruinous: 2 trials of 60 epochs on 500
@@ -46,6 +50,14 @@ def no_system_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
     monkeypatch.setattr(model.data, "SYSTEM_DIR", tmp_path / "no-system-copy")
     monkeypatch.delenv(model.data.ENV_VAR, raising=False)
+
+
+@pytest.fixture
+def split(idx_dir: Path, no_system_data: None) -> TrainValSplit:
+    """The synthetic training images split as a search splits them: 100 for validation."""
+    from model.data import load_split, locate, split_train_val
+
+    return split_train_val(load_split(locate(idx_dir, download=False), "train"), 100, seed=0)
 
 
 SLOW_TIERS = ("e2e", "faults", "postgres", "browser", "realdata")

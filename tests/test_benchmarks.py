@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pytest
 import torch
 
@@ -63,9 +64,11 @@ def test_precision_benchmark_reports_spearman_speedup_and_a_verdict(tmp_path, id
 @pytest.mark.e2e
 def test_search_benchmark_runs_both_searches_and_reads_their_progress(tmp_path, idx_dir):
     # Each search's budget must cover starting Python, torch and the data, and one epoch: the
-    # suite's first epoch ended 7 s in at a load of 7 on 2 cores, 11 s in at a load of 11.
+    # suite's first epoch ended 7 s in at a load of 7 on 2 cores, 11 s in at a load of 11, and
+    # once not within 20 s in a full test run. So: a long budget, each search stopped as soon
+    # as it reached the target (the benchmark polls its study or event file).
     result = run_main("benchmarks.search", "--data-dir", str(idx_dir), "--val-size", "100",
-                      "--budget", "20", "--seeds", "3", "--target", "0.3",
+                      "--budget", "120", "--stop-at-target", "--seeds", "3", "--target", "0.3",
                       "--keep", str(tmp_path / "kept"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     line = re.search(r"seed 3: suite (\d+) trials, (\d+) epochs.*naive (\d+) trials, (\d+) "
@@ -74,16 +77,20 @@ def test_search_benchmark_runs_both_searches_and_reads_their_progress(tmp_path, 
     suite_epochs, naive_epochs = int(line[2]), int(line[4])
     assert suite_epochs >= 1 and naive_epochs >= 1, result.stdout
     assert (tmp_path / "kept" / "suite-3.db").exists()
-    assert "speedup to target" in result.stdout
+    assert "speedup to target" in result.stdout and "(or until the target)" in result.stdout
+    assert re.search(r"^   3 \| +\d+\.\d\d +\d+\.\d\d \|", result.stdout, re.M)  # both reached it
+    assert re.search(r"median start-up \(process start to first trial\): suite \d+\.\d s",
+                     result.stdout)
     assert re.search(r"peak memory \(max RSS\): suite \d+ MB, naive \d+ MB", result.stdout)
 
 
 @pytest.mark.e2e
 def test_chaos_benchmark_kills_searches_mid_trial_and_checks_the_study(tmp_path):
     # A small run of the real thing: search processes on one SQLite study, one SIGKILL in the
-    # middle of a trial, one SIGTERM to all, then the counts the benchmark promises.
+    # middle of a trial, one SIGTERM to all, then the counts the benchmark promises. 15 epochs:
+    # with 6, a loaded machine once finished every trial before a kill could land in one.
     result = run_main("benchmarks.chaos", "--storage", "sqlite", "--trials", "5",
-                      "--processes", "2", "--kills", "2", "--kill-every", "1", "--epochs", "6",
+                      "--processes", "2", "--kills", "2", "--kill-every", "1", "--epochs", "15",
                       cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {words[0]: words[1:] for words in map(str.split, result.stdout.splitlines())
@@ -174,6 +181,35 @@ def test_curves_benchmark_records_a_resumable_table_with_its_header(tmp_path, id
     assert out.read_text().splitlines() == lines  # nothing recorded twice
 
 
+def test_curves_of_a_larger_space_are_drawn_at_random_and_name_every_knob(tmp_path, idx_dir):
+    out = tmp_path / "extended.csv"
+    args = ("benchmarks.curves", "--space", "extended", "--configs", "3", "--data-dir",
+            str(idx_dir), "--val-size", "100", "--batch-sizes", "64", "--epochs", "1",
+            "--second-seed-every", "3", "--precision", "fp32", "--out", str(out))
+    result = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "4 configurations x 1 epochs, 0 already in" in result.stdout  # 3 + 1 second seed
+    lines = out.read_text().splitlines()
+    assert lines[0] == ("# space: extended, 3 configurations drawn by Optuna's random sampler "
+                        "(seed 0)")
+    table = pd.read_csv(out, comment="#")
+    assert list(table.columns[:4]) == ["config", "lr", "batch_size", "optimizer"]
+    assert {"hidden_layers", "schedule", "label_smoothing", "seconds"} <= set(table.columns)
+    pairs = sorted(zip(table["config"], table["seed"], strict=True))
+    assert pairs == [(0, 1), (0, 2), (1, 1), (2, 1)]
+    assert table.groupby("config")["lr"].nunique().max() == 1  # seed 2 trains config 0 again
+    again = run_main(*args, cwd=tmp_path)
+    assert "4 already in" in again.stdout and "0 to record" in again.stdout
+    refused = run_main("benchmarks.simulate", "--table", str(out), cwd=tmp_path)
+    assert refused.returncode == 2 and "not naive, suite" in refused.stderr
+    replayed = run_main("benchmarks.simulate", "--table", str(out), "--seeds", "2",
+                        "--budget-min", "0.05", "--strategies", "random+none", cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "3 drawn configurations, 1 epochs" in replayed.stdout
+    wrong = run_main("benchmarks.curves", "--space", "nosuch", cwd=tmp_path)
+    assert wrong.returncode == 2 and "nosuch: no such file" in wrong.stderr
+
+
 def test_simulate_replays_strategies_on_a_recorded_table(tmp_path, idx_dir):
     out = tmp_path / "curves.csv"
     result = run_main("benchmarks.curves", "--data-dir", str(idx_dir), "--val-size", "100",
@@ -184,8 +220,40 @@ def test_simulate_replays_strategies_on_a_recorded_table(tmp_path, idx_dir):
                       "--budget-min", "0.05", "--strategies", "naive", "suite",
                       "random+none", "tpe:startup=3+median:startup=2,warmup=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert re.search(r"15 \(batch size, optimizer\) groups, 2 epochs, seed noise 0\.\d{4}",
+    assert re.search(r"15 \(batch size, optimizer\) groups, 2 epochs, seed noise by best "
+                     r"accuracy >=0 0\.\d{4}, >=0\.7 0\.\d{4}, >=0\.8 0\.\d{4}, >=0\.85 0\.\d{4}",
                      result.stdout)
     assert len(re.findall(r"^(naive|suite|random\+none|tpe:startup=3\+median:startup=2,"
                           r"warmup=1) +to 0\.88: .* \| best at 0\.05 min .* \| "
-                          r"regret (-?\d\.\d{4}|nan)$", result.stdout, re.M)) == 4
+                          r"regret (-?\d\.\d{4}|nan) \| \d+ trials, \d+% pruned, \d+\.\d "
+                          r"epochs/trial, baseline ([\d.]+|-) epochs$", result.stdout, re.M)) == 4
+
+
+def test_knobs_benchmark_pairs_runs_with_and_without_the_change(tmp_path, idx_dir):
+    result = run_main("benchmarks.knobs", "--data-dir", str(idx_dir), "--val-size", "100",
+                      "--params", '{"lr": 1e-3, "batch_size": 32, "optimizer": "Adam"}',
+                      "--change", "hflip=1.0,label_smoothing=0.1", "--seeds", "0", "1",
+                      "--epochs", "1", "--precision", "fp32", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(re.findall(r"^\[ ?\d/4\] config 0 seed [01] (as given|changed ) val acc",
+                          result.stdout, re.M)) == 4
+    pairs = re.findall(r"^config 0 seed ([01]): ([01]\.\d{4}) -> ([01]\.\d{4}) \(([+-]\d\.\d{4})\)",
+                       result.stdout, re.M)
+    assert [seed for seed, *_ in pairs] == ["0", "1"]
+    for _, before, after, gain in pairs:
+        assert abs(float(after) - float(before) - float(gain)) < 1e-4
+    assert re.search(r"^mean gain [+-]\d\.\d{4} \(rule: >= \+0\.0015\); \d+% of pairs gained "
+                     r"\(rule: >= 67%\) -> (the change helps|no)$", result.stdout, re.M)
+
+
+def test_knobs_benchmark_refuses_a_change_the_network_cannot_take(tmp_path, idx_dir):
+    result = run_main("benchmarks.knobs", "--data-dir", str(idx_dir), "--params",
+                      '{"lr": 1e-3, "batch_size": 32, "optimizer": "Adam"}', "--change",
+                      "hflop=0.5", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "hflop" in result.stderr.splitlines()[-1]
+    result = run_main("benchmarks.knobs", "--data-dir", str(idx_dir), "--params",
+                      '{"lr": 1e-3, "batch_size": 32, "optimizer": "Adam"}', "--change",
+                      "hflip=2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "hflip=2: hflip takes a probability in [0, 1]" in result.stderr

@@ -68,7 +68,8 @@ def test_dashboard_shows_epochs_params_and_trial_attributes(dashboard):
     detail = json.loads(_get(f"{dashboard}/api/studies/{studies[0]['study_id']}"))
     trials = detail["trials"]
     assert len(trials) == 4
-    assert [t["state"] for t in trials] == ["Complete", "Complete", "Pruned", "Complete"]
+    # successive halving (rf 4) lets a quarter on after epoch 1; trial 3 is the tutorial's
+    assert [t["state"] for t in trials] == ["Complete", "Pruned", "Complete", "Pruned"]
     for trial in trials:
         steps = [point["step"] for point in trial["intermediate_values"]]
         epochs = 1 if trial["state"] == "Pruned" else EPOCHS  # pruned after its first epoch

@@ -26,6 +26,7 @@ import optuna
 import pytest
 
 from tests.conftest import ROOT, run_main
+from tuning.baseline import finished_baseline
 
 STUDY = "e2e-fashion"  # the hand-made small study's
 CHROMIUM_FLAGS = (
@@ -91,6 +92,8 @@ def served(tmp_path_factory, chromium, searched) -> dict:
                       str(tmp / "out"), cwd=tmp)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp / "out" / f"{name}-test.json").read_text())
+    baseline = finished_baseline(optuna.load_study(study_name=name, storage=study.url))
+    assert baseline is not None, "the 4-trial search ran no tutorial trial"
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "tuning.dashboard", *common, "--port", str(port)],
@@ -102,7 +105,7 @@ def served(tmp_path_factory, chromium, searched) -> dict:
         start, study_page = (line.split(": ")[-1] for line in lines)
         assert start == f"http://127.0.0.1:{port}/dashboard/"
         yield {"start": start, "study": study_page, "metrics": metrics, "name": name,
-               "profile": tmp / "chromium-profile"}
+               "baseline": baseline.number, "profile": tmp / "chromium-profile"}
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -128,12 +131,14 @@ def test_the_start_page_lists_the_study(chromium, served):
 
 @pytest.mark.browser
 def test_the_trials_page_shows_every_trial_with_its_parameters(chromium, served):
-    text = _rendered_text(chromium, served["study"] + "/trials", served["profile"])
+    # ?numbers=N selects trial N in the list: the tutorial's trial, the last of a 4-trial search.
+    text = _rendered_text(chromium, f"{served['study']}/trials?numbers={served['baseline']}",
+                          served["profile"])
     assert "4 Trials" in text, text[:2000]
     for number in range(4):
         assert f"Trial {number}" in text
-    # The first trial is the tutorial's configuration, with its named parameters and curve.
-    assert "lr 0.001 batch_size 64 optimizer SGD" in text
+    # The tutorial's configuration, with its named parameters and curve.
+    assert "lr 0.001 batch_size 64 optimizer SGD" in text, text[:3000]
     assert "Intermediate Values" in text and "baseline tutorial" in text
 
 

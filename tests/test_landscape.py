@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.landscape import Landscape, holdout_error
+from benchmarks.landscape import NOISE_BANDS, Landscape, holdout_error
 
 
 def _rows(curves):
@@ -44,9 +44,22 @@ def test_outside_the_grid_the_nearest_recorded_rate_answers():
 
 def test_seed_noise_and_the_best_come_from_the_recorded_pairs():
     land = Landscape(_rows(CURVES), [])
-    # One pair at 1e-2: std of (0.6, 0.62) and of (0.8, 0.78) is 0.01414 each.
-    assert land.noise == pytest.approx(np.std([0.6, 0.62], ddof=1))
+    # One pair at 1e-2: std of (0.6, 0.62) and of (0.8, 0.78) is 0.01414 each; its best mean
+    # accuracy, 0.79, puts it in the 0.7-0.8 band; the bands without pairs take it too.
+    assert land.noise == pytest.approx([np.std([0.6, 0.62], ddof=1)] * len(NOISE_BANDS))
     assert land.best() == pytest.approx(0.79)
+
+
+def test_seed_noise_is_pooled_by_how_good_a_configuration_is():
+    curves = {(1e-4, 1): [0.2, 0.3], (1e-4, 2): [0.4, 0.5],  # best 0.4: spread 0.1414
+              (1e-2, 1): [0.8, 0.88], (1e-2, 2): [0.8, 0.86]}  # best 0.87: spread 0 and 0.01414
+    land = Landscape(_rows(curves), [])
+    weak = np.std([0.2, 0.4], ddof=1)
+    good = np.sqrt((0.0 + np.std([0.88, 0.86], ddof=1) ** 2) / 2)
+    assert land.noise == pytest.approx([weak, np.sqrt((weak ** 2 + good ** 2) / 2),
+                                        np.sqrt((weak ** 2 + good ** 2) / 2), good])
+    assert land.noise_for(0.3) == pytest.approx(weak)
+    assert land.noise_for(0.9) == pytest.approx(good)
 
 
 def test_held_out_curves_measure_the_interpolation():

@@ -7,15 +7,17 @@ import sys
 import pytest
 import torch
 
-from model.data import Tensors, load_split, locate, split_train_val
-from model.loops import PRECISIONS, evaluate, make_optimizer, shuffle_buffer, train_epoch
+from model.data import Tensors
+from model.loops import (
+    PRECISIONS,
+    evaluate,
+    make_optimizer,
+    mirror,
+    shuffle_buffer,
+    train_epoch,
+)
 from model.network import NeuralNetwork
 from tests.conftest import ROOT
-
-
-@pytest.fixture
-def split(idx_dir, no_system_data):
-    return split_train_val(load_split(locate(idx_dir, download=False), "train"), 100, seed=0)
 
 
 def _trained(split, epochs: int, seed: int = 0, optimizer: str = "Adam", lr: float = 1e-3,
@@ -53,6 +55,31 @@ def test_every_sample_is_seen_once_per_epoch_including_the_last_partial_batch(sp
     train_epoch(model, opt, split.train, 64, torch.Generator().manual_seed(0))
     assert sum(seen) == len(split.train) == 500
     assert seen[-1] == 500 % 64
+
+
+def test_mirror_flips_the_chosen_images_left_to_right_and_leaves_the_rest():
+    images = torch.arange(3 * 784, dtype=torch.float32).view(3, 784)
+    mirrored = mirror(images, torch.tensor([True, False, True]))
+    square = images.view(3, 28, 28)
+    assert torch.equal(mirrored.view(3, 28, 28)[0], square[0, :, torch.arange(27, -1, -1)])
+    assert torch.equal(mirrored[1], images[1])
+    assert torch.equal(mirrored[2].view(28, 28)[:, 0], square[2, :, 27])
+    assert torch.equal(images, torch.arange(3 * 784, dtype=torch.float32).view(3, 784))
+
+
+def test_hflip_1_trains_as_on_mirrored_images_and_0_as_without(split):
+    mirrored = Tensors(mirror(split.train.images, torch.ones(len(split.train), dtype=torch.bool)),
+                       split.train.labels)
+    on_mirrored, losses = _trained(type(split)(mirrored, split.val, split.seed), epochs=1)
+    flipped, flipped_losses = _trained(split, epochs=1, hflip=1.0)
+    assert losses == flipped_losses
+    for a, b in zip(on_mirrored.parameters(), flipped.parameters(), strict=True):
+        assert torch.equal(a, b)
+    _, plain_losses = _trained(split, epochs=2)
+    _, off_losses = _trained(split, epochs=2, hflip=0.0)
+    assert plain_losses == off_losses
+    _, half_losses = _trained(split, epochs=1, hflip=0.5)
+    assert half_losses != flipped_losses and half_losses != plain_losses[:1]
 
 
 def test_evaluate_matches_a_direct_computation():
@@ -141,3 +168,33 @@ def test_flush_denormals_reaches_every_torch_thread(call, nonzero):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (int(result.stdout) > 0) is nonzero
+
+
+def test_the_weight_average_is_the_exponential_moving_average_of_each_steps_weights(split):
+    from model.loops import run_epochs
+
+    def start():
+        torch.manual_seed(0)
+        model = NeuralNetwork()
+        return model, make_optimizer("Adam", model.parameters(), 1e-3)
+
+    decay, n = 0.75, len(split.train)
+    # One step per epoch (batch = every image), so each epoch's weights are one step's.
+    model, opt = start()
+    steps = []
+    for result in run_epochs(model, opt, split.train, None, epochs=3, batch_size=n,
+                             generator=torch.Generator().manual_seed(0)):
+        assert result.scored is model
+        steps.append({k: v.clone() for k, v in model.state_dict().items()})
+    expected = steps[0]
+    for weights in steps[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in weights}
+    model, opt = start()
+    results = list(run_epochs(model, opt, split.train, split.val, epochs=3, batch_size=n,
+                              generator=torch.Generator().manual_seed(0), ema_decay=decay))
+    averaged = results[-1].scored
+    assert isinstance(averaged, NeuralNetwork) and averaged is not model
+    for key, value in averaged.state_dict().items():
+        assert torch.allclose(value, expected[key], atol=1e-6), key
+        assert torch.equal(model.state_dict()[key], steps[-1][key])  # training is untouched
+    assert results[-1].val_accuracy == evaluate(averaged, split.val)[1]

@@ -27,3 +27,21 @@ def test_config_changes_hidden_layers():
     model = NeuralNetwork(NetworkConfig(hidden=(32,)))
     assert model(torch.rand(2, 784)).shape == (2, 10)
     assert len(model.linear_relu_stack) == 3
+
+
+def test_batch_norm_normalises_each_hidden_layer_before_its_relu_and_round_trips(tmp_path):
+    from model.network import load_trained
+
+    config = NetworkConfig(hidden=(16, 8), batch_norm=True, dropout=0.1)
+    model = NeuralNetwork(config)
+    kinds = [type(m).__name__ for m in model.linear_relu_stack]
+    assert kinds == ["KernelLinear", "BatchNorm1d", "ReLU"] * 2 + ["KernelLinear"]
+    model.train()
+    model(torch.rand(32, 784) * 5)  # moves the running statistics off their start
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    network = {"hidden": [16, 8], "dropout": 0.1, "input_dropout": 0.0, "batch_norm": True}
+    loaded = load_trained(network, tmp_path / "w.pt")
+    assert not loaded.training
+    x = torch.rand(4, 784)
+    assert torch.equal(loaded(x), model.eval()(x))
+    assert loaded.linear_relu_stack[1].running_mean.abs().sum() > 0

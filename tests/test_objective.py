@@ -5,15 +5,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from model.data import load_split, locate, split_train_val
 from tuning.objective import Objective
 from tuning.protocol import HISTORY_KEYS, derive_seed
 from tuning.storage import Location, open_storage
-
-
-@pytest.fixture
-def split(idx_dir, no_system_data):
-    return split_train_val(load_split(locate(idx_dir, download=False), "train"), 100, seed=0)
 
 
 def _study(tmp_path, pruner=None):

@@ -40,7 +40,7 @@ def test_report_before_training_draws_the_study_and_says_the_test_is_missing(sea
     assert not (out / "confusion_matrix.png").exists()
     index = (out / "index.html").read_text()
     assert "run python -m tuning.train" in index
-    assert "3 complete, 1 pruned, 0 failed" in index
+    assert "2 complete, 2 pruned, 0 failed" in index
     study = optuna.load_study(study_name=STUDY, storage=searched.url)
     assert study.get_trials(states=(TrialState.PRUNED,)), "the study needs a pruned trial"
     assert f"{study.best_value:.4f}" in index

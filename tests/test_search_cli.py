@@ -34,7 +34,7 @@ def _load(tmp_path: Path, db: str = "s.db", name: str = "fashion-mnist") -> optu
 
 
 @pytest.mark.e2e
-def test_search_runs_a_study_that_starts_from_the_tutorial(tmp_path, idx_dir):
+def test_search_runs_a_study_that_ends_with_the_tutorial(tmp_path, idx_dir):
     result = run_cli(
         "tuning.search", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--data-dir",
         str(idx_dir), "--val-size", "100", "--n-trials", "3", "--epochs", "2", cwd=tmp_path,
@@ -42,9 +42,11 @@ def test_search_runs_a_study_that_starts_from_the_tutorial(tmp_path, idx_dir):
     assert result.returncode == 0, result.stderr
     study = _load(tmp_path)
     assert len(study.get_trials(states=FINISHED)) == 3
-    first = study.trials[0]
-    assert first.params == {"lr": 1e-3, "batch_size": 64, "optimizer": "SGD"}
-    assert first.user_attrs["baseline"] == "tutorial"
+    # 3 trials leave no room for 10 start-up trials: the tutorial's comes last
+    last = study.trials[-1]
+    assert last.params == {"lr": 1e-3, "batch_size": 64, "optimizer": "SGD"}
+    assert last.user_attrs["baseline"] == "tutorial"
+    assert not any(t.user_attrs.get("baseline") for t in study.trials[:-1])
     assert study.user_attrs["epochs"] == 2 and study.user_attrs["val_size"] == 100
     out = result.stdout
     assert "trial   0" in out and "Best trial" in out

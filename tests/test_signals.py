@@ -143,3 +143,43 @@ def test_workers_stop_by_themselves_when_their_supervisor_is_killed(tmp_path, id
     states = [t.state for t in _trials(url)]
     assert states.count(TrialState.RUNNING) == 0, states
     _rerun_completes(command, tmp_path, url, 3)
+
+
+def test_after_a_stop_the_storages_pool_and_finalisers_print_no_traceback(monkeypatch, caplog):
+    """A stop landing in SQLAlchemy's pool as it returns a connection made the pool log its
+    traceback (seen in CI once, under load); after a stop those reports are dropped."""
+    import logging
+    import types
+
+    from tuning.cli import quiet_optuna
+    from tuning.signals import STOP_SIGNALS, Stopped
+
+    pool = logging.getLogger("sqlalchemy.pool")
+    monkeypatch.setattr(pool, "disabled", False)
+    reported: list[BaseException] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: reported.append(u.exc_value))
+    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def unraisable(exc: BaseException) -> types.SimpleNamespace:
+        return types.SimpleNamespace(exc_type=type(exc), exc_value=exc, exc_traceback=None,
+                                     err_msg="Exception ignored in", object=None)
+
+    try:
+        quiet_optuna()
+        pool.error("before a stop")
+        assert [r.message for r in caplog.records] == ["before a stop"]  # reported until a stop
+        with pytest.raises(Stopped):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        try:
+            raise Stopped(signal.SIGINT)
+        except Stopped:
+            pool.error("Exception during reset or similar", exc_info=True)
+        assert [r.message for r in caplog.records] == ["before a stop"]
+        real = ValueError("a real one")
+        sys.unraisablehook(unraisable(Stopped(signal.SIGINT)))  # type: ignore[arg-type]
+        sys.unraisablehook(unraisable(real))  # type: ignore[arg-type]
+        assert reported == [real]  # the stop's dropped, anything else reported as before
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

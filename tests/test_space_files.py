@@ -15,21 +15,24 @@ from tuning.spacefile import builtin_path
 STUDY = "fashion-mnist"
 SMALL = ("--val-size", "100", "--epochs", "2", "--precision", "fp32")
 
-# Today's trials of the tutorial space on the synthetic data (seed 0, 6 trials x 2 epochs,
-# no pruning, fp32, one thread), recorded before search spaces became files: the tutorial
-# space must keep giving them. Accuracies are on 100 validation images.
+# The tutorial space's trials on the synthetic data (seed 0, 6 trials x 2 epochs, no pruning,
+# fp32, one thread): the default, the built-in by name and a copy of its file must all give
+# them. Recorded before search spaces became files with the tutorial's trial first; since the
+# search defaults were chosen on recorded curves it is queued once the others leave room for one
+# more (the last of these 6), and each trial's seed follows its number, so the same five
+# sampled configurations come first, with new values. Accuracies are on 100 validation images.
 TUTORIAL_TRIALS = [
-    ({"lr": 0.001, "batch_size": 64, "optimizer": "SGD"}, [0.07, 0.07], [2.297071, 2.2945]),
     ({"lr": 0.0015676677195506068, "batch_size": 16, "optimizer": "RMSprop"}, [1.0, 1.0],
-     [1.143793, 0.000888]),
-    ({"lr": 0.0003417952912061009, "batch_size": 128, "optimizer": "RMSprop"}, [0.5, 1.0],
-     [1.635239, 0.473752]),
+     [1.335347, 0.001316]),
+    ({"lr": 0.0003417952912061009, "batch_size": 128, "optimizer": "RMSprop"}, [0.55, 1.0],
+     [1.672486, 0.575631]),
     ({"lr": 0.01296065659727973, "batch_size": 32, "optimizer": "Adam"}, [1.0, 1.0],
-     [1.561104, 0.000702]),
-    ({"lr": 0.06007249475906202, "batch_size": 128, "optimizer": "RMSprop"}, [0.22, 0.38],
+     [1.331894, 0.000102]),
+    ({"lr": 0.06007249475906202, "batch_size": 128, "optimizer": "RMSprop"}, [0.22, 0.55],
      None),  # lr 0.06 RMSprop: its losses are chaotic (1e4-1e5), not a kernel's rounding
-    ({"lr": 0.002807908107885727, "batch_size": 32, "optimizer": "SGD"}, [0.23, 0.5],
-     [2.300637, 2.287073]),
+    ({"lr": 0.002807908107885727, "batch_size": 32, "optimizer": "SGD"}, [0.03, 0.13],
+     [2.306302, 2.292635]),
+    ({"lr": 0.001, "batch_size": 64, "optimizer": "SGD"}, [0.14, 0.14], [2.305615, 2.303185]),
 ]
 
 
@@ -54,9 +57,11 @@ def test_the_tutorial_space_keeps_todays_trials(tmp_path, idx_dir, space):
     for trial, (_, accuracies, losses) in zip(trials, TUTORIAL_TRIALS, strict=True):
         assert trial.user_attrs["val_accuracy"] == accuracies
         if losses is not None:
-            # 1%: the float32 kernel differs between CPUs (oneDNN here, MKL on others), and
-            # an adaptive optimizer amplifies its rounding; a changed training moves far more.
-            assert trial.user_attrs["train_loss"] == pytest.approx(losses, rel=1e-2, abs=1e-4)
+            # 1%: the float32 kernel differs between CPUs (oneDNN on AMD's AVX-512, MKL on
+            # Intel's and on AVX2), and an adaptive optimizer amplifies its rounding; a changed
+            # training moves far more. Near zero (a memorised tiny set) only 0.001 absolute
+            # holds: an Intel Xeon with AMX gave 0.001525 where oneDNN gives 0.001316.
+            assert trial.user_attrs["train_loss"] == pytest.approx(losses, rel=1e-2, abs=1e-3)
 
 
 @pytest.mark.e2e
@@ -106,7 +111,8 @@ def test_a_users_file_with_fixed_and_conditional_knobs(tmp_path, idx_dir):
         '[hidden_layers]\ntype = "fixed"\nvalue = 1\n'
         '[hidden_width]\ntype = "int"\nlow = 16\nhigh = 64\nstep = 16\n'
         '[schedule]\ntype = "fixed"\nvalue = "cosine"\n'
-        '[dropout]\ntype = "fixed"\nvalue = 0.1\n')
+        '[dropout]\ntype = "fixed"\nvalue = 0.1\n'
+        '[hflip]\ntype = "float"\nlow = 0.2\nhigh = 0.6\n')
     result, url = _search(tmp_path, idx_dir, "--n-trials", "3", "--space", str(space))
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name=STUDY, storage=url)
@@ -114,6 +120,7 @@ def test_a_users_file_with_fixed_and_conditional_knobs(tmp_path, idx_dir):
         assert trial.user_attrs["fixed_params"] == {"batch_size": 32, "hidden_layers": 1,
                                                     "schedule": "cosine", "dropout": 0.1}
         assert "batch_size" not in trial.params and trial.params["hidden_width"] % 16 == 0
+        assert 0.2 <= trial.params["hflip"] <= 0.6
     out = tmp_path / "out"
     assert run_main("tuning.export", "--storage", url, "--out", str(out),
                     cwd=tmp_path).returncode == 0

@@ -212,6 +212,9 @@ BAD_FILES = {
     "high outside the knob's values": (
         space_text(dropout='[dropout]\ntype = "float"\nlow = 0.0\nhigh = 1.0\n'),
         "my.toml: dropout: high 1.0 is not allowed; dropout takes a number in [0, 1)"),
+    "probability above 1": (
+        space_text(hflip='[hflip]\ntype = "float"\nlow = 0.0\nhigh = 1.5\n'),
+        "my.toml: hflip: high 1.5 is not allowed; hflip takes a probability in [0, 1]"),
     "choice outside the knob's values": (
         space_text(optimizer='[optimizer]\ntype = "categorical"\nchoices = ["SGD", "Adagrad"]\n'),
         "my.toml: optimizer: choice 'Adagrad' is not allowed; optimizer takes one of SGD, Adam, "

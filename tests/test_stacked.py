@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.data import load_split, locate, split_train_val
 from model.loops import evaluate, make_optimizer, train_epoch
 from model.stacked import StackedMLP, evaluate_stacked, train_stacked_epoch
 from tuning.retrain import retrain, retrain_seeds, seeded_start
@@ -13,11 +12,6 @@ from tuning.space import Hyperparameters
 
 CPU = torch.device("cpu")
 SEEDS = [11, 22, 33]
-
-
-@pytest.fixture
-def split(idx_dir, no_system_data):
-    return split_train_val(load_split(locate(idx_dir, download=False), "train"), 100, seed=0)
 
 
 @pytest.mark.parametrize("optimizer", ["SGD", "Adam", "RMSprop"])

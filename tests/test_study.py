@@ -12,8 +12,10 @@ import optuna
 import pytest
 
 import tuning.study
+from tuning.baseline import BASELINE_AFTER, queue_baseline_if_due, tutorial_params
 from tuning.errors import StudyError
 from tuning.protocol import StudyRecord
+from tuning.search_output import summary
 from tuning.storage import Location
 from tuning.storage import open_storage as open_location
 from tuning.storage_checks import check_existing
@@ -115,7 +117,7 @@ def test_unknown_sampler_and_pruner_names_are_errors():
         make_pruner("patient", 3)
 
 
-def test_a_new_study_gets_the_tutorial_trial_first_and_its_settings(tmp_path):
+def test_a_new_study_gets_its_settings_and_the_tutorial_trial_once_it_is_due(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
                                       seed=0, record=RECORD)
@@ -123,19 +125,36 @@ def test_a_new_study_gets_the_tutorial_trial_first_and_its_settings(tmp_path):
     assert study.user_attrs == ATTRS
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert study.metric_names == ["val_accuracy"]
+    assert study.trials == []  # the sampler's random start-up trials come first
+    for number in range(BASELINE_AFTER):
+        assert not queue_baseline_if_due(study, 20, tutorial_params(study)), number
+        study.tell(study.ask(), 0.5)
+    assert queue_baseline_if_due(study, 20, tutorial_params(study))
+    # queued: never a second copy
+    assert not queue_baseline_if_due(study, 20, tutorial_params(study))
     trial = study.ask()
-    assert trial.params == {} and study.trials[0].system_attrs["fixed_params"] == {
+    assert trial.number == BASELINE_AFTER and trial.params == {}
+    assert study.trials[-1].system_attrs["fixed_params"] == {
         "lr": 1e-3, "batch_size": 64, "optimizer": "SGD"}
 
 
-def test_resuming_does_not_enqueue_the_tutorial_again(tmp_path):
+def test_a_short_search_runs_the_tutorial_trial_as_its_last(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
+                                record=RECORD)
+    assert not queue_baseline_if_due(study, 3, tutorial_params(study))
+    study.tell(study.ask(), 0.5)
+    running = study.ask()  # another worker's, still running: it counts
+    assert queue_baseline_if_due(study, 3, tutorial_params(study))
+    assert running.number == 1 and len(_baselines(study)) == 1
+
+
+def test_resuming_queues_nothing(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0, record=RECORD)
     study, resumed = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median",
                                       seed=0, record=RECORD)
-    assert resumed
-    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert len(waiting) == 1
+    assert resumed and study.trials == []
 
 
 def test_resuming_with_other_epochs_is_refused_with_the_fix(tmp_path):
@@ -146,13 +165,15 @@ def test_resuming_with_other_epochs_is_refused_with_the_fix(tmp_path):
                          record=dataclasses.replace(RECORD, epochs=5))
 
 
-def test_an_interrupted_tutorial_trial_is_queued_again_on_resume(tmp_path):
+def test_an_interrupted_tutorial_trial_is_queued_again(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
                                 record=RECORD)
+    assert queue_baseline_if_due(study, 1, tutorial_params(study))
     study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # as Ctrl-C leaves it
     study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
                                 record=RECORD)
+    assert queue_baseline_if_due(study, 1, tutorial_params(study))
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.user_attrs.get("baseline") for t in waiting] == ["tutorial"]
 
@@ -166,7 +187,7 @@ def _baselines(study):
     return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
 
 
-def test_a_process_that_loads_the_study_while_another_sets_it_up_queues_no_second_tutorial(
+def test_a_process_that_loads_the_study_while_another_sets_it_up_waits_for_its_settings(
     tmp_path,
 ):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
@@ -178,8 +199,8 @@ def test_a_process_that_loads_the_study_while_another_sets_it_up_queues_no_secon
                                           pruner_name="median", seed=0, record=RECORD)
     finally:
         creator.join()
-    assert resumed
-    assert len(_baselines(study)) == 1
+    assert resumed and study.user_attrs == ATTRS
+    assert _baselines(study) == []
 
 
 def test_a_process_that_arrives_during_set_up_with_other_epochs_is_still_refused(tmp_path):
@@ -204,7 +225,7 @@ def test_a_study_whose_creator_died_during_set_up_is_set_up_by_the_next_run(
     study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
                                 record=RECORD)
     assert study.user_attrs == ATTRS
-    assert [t.state for t in _baselines(study)] == [optuna.trial.TrialState.WAITING]
+    assert _baselines(study) == []
 
 
 def test_a_study_with_trials_of_its_own_is_refused_without_waiting(tmp_path, monkeypatch):
@@ -258,3 +279,17 @@ def test_the_search_switches_a_sqlite_study_to_write_ahead_logging_and_resumes_a
     study.tell(study.ask(), 0.5)
     assert [t.state for t in optuna.load_study(study_name="s", storage=f"sqlite:///{path}")
             .trials] == [optuna.trial.TrialState.COMPLETE]
+
+
+def test_the_summary_says_where_the_pruner_stopped_the_tutorial_trial(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
+                                record=RECORD)
+    study.tell(study.ask(), 0.9)
+    assert queue_baseline_if_due(study, 2, tutorial_params(study))
+    tutorial = study.ask()
+    tutorial.report(0.4613, 1)
+    study.tell(tutorial, state=optuna.trial.TrialState.PRUNED)
+    text = summary(study, "sqlite:///s.db", "s")
+    assert "Tutorial configuration (trial 1): pruned after epoch 1 at validation accuracy " \
+           "0.4613 (behind the trials that went on)" in text

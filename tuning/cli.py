@@ -123,5 +123,25 @@ def quiet_optuna(level: int = logging.WARNING) -> None:
 
     def hush() -> None:
         quiet.interrupted = True
+        # A stop that lands while SQLAlchemy's pool returns a connection makes the pool log
+        # "Exception during reset or similar" with the stop's traceback (or Python report it
+        # as unraisable, where that happened in a finaliser); the CLI says what happened.
+        logging.getLogger("sqlalchemy.pool").disabled = True
+        sys.unraisablehook = _drop_stops(sys.unraisablehook)
 
     raise_on_stop_signals(before=hush)
+
+
+def _drop_stops(hook: Callable[[sys.UnraisableHookArgs], object]
+                ) -> Callable[[sys.UnraisableHookArgs], object]:
+    """``hook`` for everything but a stop signal's ``KeyboardInterrupt``, which is dropped."""
+    if getattr(hook, "drops_stops", False):
+        return hook
+
+    def drop(unraisable: sys.UnraisableHookArgs) -> object:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            return None
+        return hook(unraisable)
+
+    drop.drops_stops = True  # type: ignore[attr-defined]
+    return drop

@@ -19,6 +19,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from tuning.artifacts import DEFAULT_OUT, best_config, metrics_path, read_metrics, write_atomically
+from tuning.baseline import finished_baseline, pruned_at
 from tuning.cli import (
     EXIT_OK,
     HelpFormatter,
@@ -32,7 +33,7 @@ from tuning.errors import StudyError
 from tuning.pictures import CONFUSION_TITLE, Picture, draw_confusion, draw_study
 from tuning.space import LR_HIGH, LR_LOW
 from tuning.storage import Location
-from tuning.study import DEFAULT_STUDY_NAME, is_baseline, load_study
+from tuning.study import DEFAULT_STUDY_NAME, load_study
 
 PROG = "python -m tuning.report"
 # The best lr counts as at the edge when it lies within this many decades of LR_LOW or LR_HIGH
@@ -114,11 +115,13 @@ def index_html(study: optuna.Study, config: dict[str, Any], metrics: dict[str, A
         ("Chosen by", config.get("selected_by") or "the best value"),
         ("Validation accuracy (chosen trial)", f"{config['validation_accuracy']:.4f}"),
     ]
-    baseline = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if is_baseline(t)]
-    if baseline:
-        rows.append(("Validation accuracy (tutorial configuration, trial "
-                     f"{baseline[0].number})", f"{baseline[0].value:.4f}"))
+    trial = finished_baseline(study)
+    if trial is not None:
+        stop = pruned_at(trial)
+        rows.append((f"Validation accuracy (tutorial configuration, trial {trial.number})",
+                     f"{trial.value:.4f}" if trial.state == TrialState.COMPLETE else
+                     f"{stop[1]:.4f} when pruned after epoch {stop[0]}" if stop else
+                     "pruned before it reported an epoch"))
     if metrics is None:
         rows.append(("Test accuracy", "not measured yet: run python -m tuning.train"))
     else:

@@ -47,19 +47,26 @@ def optimizer_of(params: Hyperparameters, weights: Iterable[torch.Tensor]
 
 def recipe(params: Hyperparameters, train_size: int, epochs: int) -> dict[str, Any]:
     """How ``run_epochs`` trains ``params`` on ``train_size`` images for ``epochs``: the batch
-    size, the step schedule (None where the learning rate stays constant) and label smoothing.
+    size, the step schedule (None where the learning rate stays constant), label smoothing,
+    the mirroring of training images and the decay per step of the weight average (spanning
+    ``ema_epochs`` epochs' steps, whatever the batch size; 0: none).
     """
     steps = math.ceil(train_size / params.batch_size)
+    span = params.ema_epochs * steps  # the average's span in steps: decay 1 - 1 / span
     return {"batch_size": params.batch_size,
             "schedule": make_schedule(params.schedule, params.lr, epochs, steps,
                                       params.warmup_epochs),
-            "label_smoothing": params.label_smoothing}
+            "label_smoothing": params.label_smoothing, "hflip": params.hflip,
+            "ema_decay": 1 - 1 / span if span > 1 else 0.0}
 
 
 def stackable(params: Hyperparameters) -> bool:
     """Whether ``retrain_seeds`` can stack ``params``'s seeds: ``model.stacked`` trains plain
-    networks (no dropout, no schedule, no label smoothing)."""
-    return (params.dropout == params.input_dropout == params.label_smoothing == 0
+    networks (no dropout, no schedule, no label smoothing, no mirroring, no weight average,
+    no batch norm)."""
+    plain = (params.dropout, params.input_dropout, params.label_smoothing, params.hflip,
+             params.ema_epochs, params.batch_norm)
+    return (not any(plain)
             and make_schedule(params.schedule, params.lr, 1, 1, params.warmup_epochs) is None)
 
 
@@ -96,7 +103,8 @@ def retrain(
     The network's weights and the shuffling come from ``seed`` (``seeded_start``), so the best
     trial's seed, data and epochs replay that trial. With ``val``, the returned model holds the
     weights of the epoch with the best validation accuracy (the epoch a trial's value comes
-    from); without it, those of the last epoch. Float32 by default: the final model is trained
+    from); without it, those of the last epoch (the weight average's, where ``params`` have
+    one). Float32 by default: the final model is trained
     and scored at full precision (a confirmation run may ask for bf16).
 
     Raises:
@@ -108,9 +116,11 @@ def retrain(
     if val is not None:
         history |= {"val_loss": [], "val_accuracy": []}
     best_accuracy, kept_epoch, kept_state = -1.0, epochs, None
+    scored: torch.nn.Module = model
     begin = time.perf_counter()
     for result in run_epochs(model, optimizer, train, val, epochs=epochs, generator=shuffle,
                              precision=precision, **recipe(params, len(train), epochs)):
+        scored = result.scored or model
         history["train_loss"].append(round(result.train_loss, 6))
         history["epoch_seconds"].append(round(result.seconds, 3))
         if result.val_loss is not None and result.val_accuracy is not None:
@@ -118,7 +128,7 @@ def retrain(
             history["val_accuracy"].append(result.val_accuracy)
             if result.val_accuracy > best_accuracy:
                 best_accuracy, kept_epoch = result.val_accuracy, result.epoch
-                kept_state = copy.deepcopy(model.state_dict())
+                kept_state = copy.deepcopy(scored.state_dict())
         if on_epoch is not None:
             on_epoch(result)
         if not math.isfinite(result.train_loss):
@@ -128,6 +138,8 @@ def retrain(
     seconds = time.perf_counter() - begin
     if kept_state is not None:
         model.load_state_dict(kept_state)
+    elif scored is not model:
+        model.load_state_dict(scored.state_dict())
     return Retrained(model, history, seconds, kept_epoch)
 
 

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import optuna
 import torch
@@ -23,6 +24,7 @@ from model.data import (
 )
 from model.kernels import HardwareChoice, fp32_kernel
 from model.loops import EpochResult, flush_denormals
+from tuning.baseline import queue_baseline_if_due, tutorial_params
 from tuning.cli import (
     EXIT_FAILED,
     EXIT_OK,
@@ -142,10 +144,13 @@ def _run_here(run: Prepared) -> int:
 
     objective = Objective(run.data, settings.epochs, settings.seed, run.device, on_epoch,
                           precision=run.precision.value, space=run.space)
+    tutorial = tutorial_params(run.study)  # the space is read once, not before every trial
+    queue = (None if tutorial is None else
+             partial(queue_baseline_if_due, run.study, settings.n_trials, tutorial))
     try:
         run_trials(run.study, objective, settings.n_trials, storage_url=run.location.url,
                    heartbeat=heartbeat_of(run.storage), timeout=settings.timeout,
-                   callbacks=[progress.trial])
+                   callbacks=[progress.trial], before_trial=queue)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: signals.Stopped
         if not settings.worker:  # a worker's supervisor reports
             interrupted(run.study, settings.n_trials, run.location.url, settings.workers,

@@ -9,9 +9,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from model.loops import EpochResult
+from tuning.baseline import finished_baseline, pruned_at
 from tuning.protocol import DIVERGED, PRUNED_REASON_ATTR
 from tuning.space import describe
-from tuning.study import count_finished, count_states, is_baseline
+from tuning.study import count_finished, count_states
 
 PARAMS_WIDTH = 30  # describe(params) padded to this, so the trial lines stay in columns
 
@@ -53,6 +54,16 @@ class Progress:
         )
 
 
+def _tutorial_line(trial: optuna.trial.FrozenTrial) -> str:
+    """How the tutorial's configuration did: its value, or where the pruner stopped it."""
+    head = f"Tutorial configuration (trial {trial.number}): "
+    if trial.state == TrialState.COMPLETE:
+        return head + f"validation accuracy {trial.value:.4f}"
+    stop = pruned_at(trial)
+    where = f" after epoch {stop[0]} at validation accuracy {stop[1]:.4f}" if stop else ""
+    return head + f"pruned{where} (behind the trials that went on)"
+
+
 def summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
     counts = count_states(study)
     lines = [
@@ -64,12 +75,9 @@ def summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
         best = study.best_trial
         lines.append(f"Best trial {best.number}: validation accuracy {best.value:.4f}")
         lines += [f"  {key}: {value}" for key, value in best.params.items()]
-        baseline = [t for t in completed if is_baseline(t)]
-        if baseline:
-            lines.append(
-                f"Tutorial configuration (trial {baseline[0].number}): "
-                f"validation accuracy {baseline[0].value:.4f}"
-            )
+        baseline = finished_baseline(study)
+        if baseline is not None:
+            lines.append(_tutorial_line(baseline))
     quoted = shlex.quote(storage_url)
     lines += [
         f"Browse it:  optuna-dashboard {quoted}",

@@ -28,7 +28,7 @@ class SearchSettings:
     timeout: float | None = None  # seconds for this run; None: no limit
     epochs: int = 10  # as in the tutorial
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = "successive-halving"  # chosen on recorded curves (docs/decisions.md)
     seed: int = 0
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "auto"

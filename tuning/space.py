@@ -49,6 +49,9 @@ KNOBS: dict[str, _Knob] = {  # what the network and training loops take, by para
                       lambda v: v in SCHEDULE_NAMES),
     "warmup_epochs": _NON_NEGATIVE,
     "label_smoothing": _FRACTION,
+    "hflip": _Knob("float", "a probability in [0, 1]", lambda v: 0 <= v <= 1),
+    "ema_epochs": _NON_NEGATIVE,
+    "batch_norm": _Knob("bool", "true or false", lambda v: True),
 }
 
 
@@ -71,6 +74,9 @@ class Hyperparameters:
     schedule: str = "constant"  # per step: constant, cosine or onecycle
     warmup_epochs: float = 0.0  # linear warm-up (constant and cosine)
     label_smoothing: float = 0.0
+    hflip: float = 0.0  # chance that a training image is mirrored left to right
+    ema_epochs: float = 0.0  # span of the moving average of the weights that is scored
+    batch_norm: bool = False  # in each hidden layer, before the ReLU
 
     def as_params(self) -> dict[str, Any]:
         """The point as parameters: the three core ones, and any other knob not at its default.
@@ -86,7 +92,7 @@ class Hyperparameters:
         """The network this point trains, as ``model.network.NetworkConfig.from_dict`` reads it
         (the rest of the config keeps its defaults: 784 inputs, 10 classes)."""
         return {"hidden": [self.hidden_width] * self.hidden_layers, "dropout": self.dropout,
-                "input_dropout": self.input_dropout}
+                "input_dropout": self.input_dropout, "batch_norm": self.batch_norm}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Hyperparameters:
@@ -116,7 +122,7 @@ class Hyperparameters:
         return point
 
 
-# The tutorial's own configuration: the first trial of every new study, the baseline to beat.
+# The tutorial's own configuration: a trial of every study (tuning.baseline), the one to beat.
 TUTORIAL = Hyperparameters(lr=1e-3, batch_size=64, optimizer="SGD")
 
 # How describe() names a parameter, and the order it writes them in; others follow as stored.

@@ -1,4 +1,4 @@
-"""The study: sampler and pruner by name, create or resume, the tutorial baseline, counts."""
+"""The study: sampler and pruner by name, create or resume, counts."""
 
 from __future__ import annotations
 
@@ -7,39 +7,39 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from tuning.baseline import FINISHED, is_baseline
 from tuning.errors import StudyError
 from tuning.protocol import (
-    BASELINE_ATTRS,
     BINDING_KEYS,
     METRIC_NAME,
     SPACE_ATTR,
     SPACE_NAME_ATTR,
     StudyRecord,
 )
-from tuning.space import TUTORIAL, distributions
-from tuning.spacefile import check_resume, space_of
+from tuning.space import distributions
+from tuning.spacefile import check_resume
 from tuning.storage import Location, open_storage
 from tuning.storage_checks import check_existing
 
 DEFAULT_STUDY_NAME = "fashion-mnist"
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward --n-trials
-# States in which the tutorial baseline trial needs no second copy in the queue.
-_BASELINE_KEPT = (*FINISHED, TrialState.WAITING, TrialState.RUNNING)
 
+# The defaults were chosen on recorded learning curves (docs/decisions.md, "Search defaults"):
+TPE_STARTUP_TRIALS = 10  # random trials before TPE models the others
+TPE_MULTIVARIATE = False  # independent TPE: as fast to 88% and gentler than multivariate
+HALVING_REDUCTION = 4  # successive halving (the default pruner) keeps a quarter at each rung
 MEDIAN_STARTUP_TRIALS = 5  # trials that finish unpruned before the median pruner judges others
 MEDIAN_WARMUP_EPOCHS = 0  # a trial may be pruned from its first reported epoch on
-HALVING_REDUCTION = 3  # successive halving / hyperband keep about a third at each rung
+HYPERBAND_REDUCTION = 3  # each of hyperband's brackets keeps about a third at each rung
 # A study found without its binding attributes is being set up by another process right now:
-# wait this long for it to finish (its tutorial trial is queued by then), polling this often.
+# wait this long for it to finish, polling this often.
 SETUP_WAIT_S = 30
 SETUP_POLL_S = 0.2
 
@@ -83,7 +83,9 @@ def make_sampler(
         entropy = np.random.SeedSequence([seed, n_trials_so_far, *stream])
         run_seed = int(entropy.generate_state(1)[0])
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=run_seed)
+        # The constant liar only acts on trials other workers are running (--workers).
+        return optuna.samplers.TPESampler(seed=run_seed, n_startup_trials=TPE_STARTUP_TRIALS,
+                                          multivariate=TPE_MULTIVARIATE, constant_liar=True)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=run_seed)
     if name == "qmc":
@@ -107,7 +109,7 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
         )
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=epochs, reduction_factor=HALVING_REDUCTION
+            min_resource=1, max_resource=epochs, reduction_factor=HYPERBAND_REDUCTION
         )
     if name == "successive-halving":
         return optuna.pruners.SuccessiveHalvingPruner(
@@ -141,20 +143,19 @@ def create_or_resume(
     seed: int,
     record: StudyRecord,
     worker: int = 0,
-    queue_baseline: bool = True,
+    creator: bool = True,
     where: str = "this storage",
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it if it exists; return it and whether it was resumed.
 
-    A new study stores ``record`` as study user attributes and gets the tutorial's own
-    configuration enqueued as its first trial. A resumed study must have been created with the
-    same binding settings (``protocol.BINDING_KEYS``), else its trials would not be comparable.
+    A new study stores ``record`` as study user attributes (the tutorial's own configuration
+    is queued later, by ``baseline.queue_baseline_if_due``). A resumed study must have been
+    created with the same binding settings (``protocol.BINDING_KEYS``), else its trials would
+    not be comparable.
 
-    A ``worker`` (from 1) of a parallel run leaves the tutorial's queueing to the process that
-    started it, so the baseline runs once however many workers there are; so does a process
-    that finds the study created by another machine a moment ago (``queue_baseline`` False).
-    Such processes, and any that finds trials of others running, get a sampler stream of
-    their own (``own_stream``).
+    A ``worker`` (from 1) of a parallel run, a process that finds the study created by another
+    machine a moment ago (``creator`` False) and any that finds trials of others
+    running get a sampler stream of their own (``own_stream``).
 
     Raises:
         StudyError: the existing study was not made by this suite, samples its parameters
@@ -170,7 +171,7 @@ def create_or_resume(
         if stored is None:  # its creator died half-way: finish the setup here, as a creator
             _set_up(study, attrs)
             stored = study.user_attrs
-            queue_baseline = True
+            creator = True
         check_resume(study_name, (stored.get(SPACE_ATTR), stored.get(SPACE_NAME_ATTR)),
                      (record.space, record.space_name))
         for key in BINDING_KEYS:
@@ -184,15 +185,12 @@ def create_or_resume(
         trials = study.get_trials(deepcopy=False)
         # Alone on the study, a run is reproducible; beside other workers it never is, and
         # then it must not draw what they draw.
-        shared = (worker or not queue_baseline
+        # A study without trials may have been created a moment ago by a process that starts
+        # beside this one (the same command on two machines): both would draw the same points.
+        shared = (worker or not creator or not trials
                   or any(t.state == TrialState.RUNNING for t in trials))
         stream = own_stream(worker) if shared else ()
         study.sampler = make_sampler(sampler_name, seed, len(trials), stream)
-        if worker or not queue_baseline:
-            return study, True
-        if not any(is_baseline(t) and t.state in _BASELINE_KEPT for t in trials):
-            # its first run was interrupted: queue it again
-            _enqueue_tutorial(study, record.space, record.space_name)
         return study, True
     try:
         study = optuna.create_study(
@@ -205,7 +203,7 @@ def create_or_resume(
     except optuna.exceptions.DuplicatedStudyError:  # another machine created it just now
         return create_or_resume(storage, study_name, sampler_name=sampler_name,
                                 pruner_name=pruner_name, seed=seed, record=record, worker=worker,
-                                queue_baseline=False, where=where)
+                                creator=False, where=where)
     _set_up(study, attrs)
     return study, False
 
@@ -216,8 +214,9 @@ def refuse_foreign(study: optuna.Study, where: str) -> None:
     A study made by other means (plain Optuna, another tool) has trials but lacks the record
     the search writes first; one whose trials sampled a parameter otherwise (another range, no
     log scale, other choices) or that minimises would fail or mislead every trial added to it.
-    A study with no trial but the tutorial's is being set up by another process right now and
-    is waited for instead (``_wait_for_setup``).
+    A study with no trial (or only the tutorial's, which studies made before it was deferred
+    queued first) is being set up by another process right now and is waited for instead
+    (``_wait_for_setup``).
 
     Raises:
         StudyError: one line naming the study, ``where`` it is and what differs.
@@ -247,14 +246,8 @@ def refuse_foreign(study: optuna.Study, where: str) -> None:
 
 
 def _set_up(study: optuna.Study, attrs: dict[str, Any]) -> None:
-    """Queue the tutorial trial and record ``attrs``, the binding ones last.
-
-    Another process that loads the study meanwhile waits for the binding attributes
-    (``_wait_for_setup``); once it sees them, the tutorial trial is already queued, so it never
-    queues a second one.
-    """
-    if not any(is_baseline(t) for t in study.get_trials(deepcopy=False)):
-        _enqueue_tutorial(study, attrs.get(SPACE_ATTR), attrs.get(SPACE_NAME_ATTR))
+    """Record ``attrs``, the binding ones last: another process that loads the study meanwhile
+    waits for those (``_wait_for_setup``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAME])  # the dashboard's axis label
@@ -281,17 +274,3 @@ def _wait_for_setup(study: optuna.Study, attrs: dict[str, Any]) -> dict[str, Any
         if time.monotonic() >= deadline:
             return None
         time.sleep(SETUP_POLL_S)
-
-
-def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
-    """Whether ``trial`` is the tutorial's own configuration, queued by this module."""
-    return all(trial.user_attrs.get(key) == value for key, value in BASELINE_ATTRS.items())
-
-
-def _enqueue_tutorial(study: optuna.Study, space_text: str | None, space_name: str | None
-                      ) -> None:
-    """Queue the tutorial's configuration, where the study's space (``space_of``) holds it."""
-    params = space_of(space_text, space_name).baseline(TUTORIAL.as_params(), asdict(TUTORIAL))
-    if params is not None:
-        study.enqueue_trial(params, user_attrs=dict(BASELINE_ATTRS))
-

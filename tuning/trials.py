@@ -150,6 +150,7 @@ def run_trials(
     heartbeat: int | None,
     timeout: float | None = None,
     callbacks: Sequence[Callback] = (),
+    before_trial: Callable[[], object] | None = None,
 ) -> None:
     """Run trials one at a time until ``study`` holds ``target`` finished trials.
 
@@ -168,6 +169,8 @@ def run_trials(
         heartbeat: the storage's heartbeat interval in seconds, or None if it has none.
         timeout: seconds after which no new trial starts; None: no limit.
         callbacks: called with each trial this process finished, as in ``study.optimize``.
+        before_trial: called just before each trial this process starts, while it holds the
+            machine's start gate (so no other process of this machine starts one meanwhile).
 
     Raises:
         KeyboardInterrupt: Ctrl-C; the running trial is marked failed first (by Optuna).
@@ -188,7 +191,8 @@ def run_trials(
             interrupt.in_objective = False
 
     with interrupt:
-        _loop(study, gated, target, gate, interrupt, heartbeat, timeout, callbacks)
+        _loop(study, gated, target, gate, interrupt, heartbeat, timeout, callbacks,
+              before_trial)
 
 
 def _loop(
@@ -200,6 +204,7 @@ def _loop(
     heartbeat: int | None,
     timeout: float | None,
     callbacks: Sequence[Callback],
+    before_trial: Callable[[], object] | None,
 ) -> None:
     started = time.monotonic()
     try:
@@ -224,6 +229,8 @@ def _loop(
                     time.sleep(POLL_S)
                 continue
             try:
+                if before_trial is not None:
+                    before_trial()
                 study.optimize(objective, n_trials=1, callbacks=list(callbacks))
             finally:
                 gate.release()
