@@ -30,6 +30,11 @@ from tuning.study import FINISHED
 
 POLL_S = 0.2  # how often a process waiting for others' last trials checks for a stop signal
 RECOUNT_S = 1.0  # how often it counts the study's trials again
+# After a stop, how often this process tries to mark its own trial failed where Optuna's write
+# of that failed, and the first pause between tries (doubling; 0.2+0.4+0.8+1.6 s in all: well
+# inside the supervisor's INTERRUPT_WAIT_S, and a scheduler's grace period).
+CLOSE_ATTEMPTS = 5
+CLOSE_PAUSE_S = 0.2
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -100,6 +105,8 @@ class _DeferredInterrupt:
     def __init__(self) -> None:
         self.pending: int | None = None
         self.in_objective = False
+        self.trial_id: int | None = None  # this process's latest trial, to close after a stop
+        self.stop: KeyboardInterrupt | None = None  # the stop that ended that trial, if one did
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _DeferredInterrupt:
@@ -139,6 +146,32 @@ def fail_stale_trials(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+def close_left_running(study: optuna.Study, trial_id: int) -> bool:
+    """Mark trial ``trial_id`` failed if it is still RUNNING; whether this call had to.
+
+    Optuna marks a trial failed when its objective raises, but when that one write fails
+    (a storage error as a stop lands, while every worker writes its own failure at once) the
+    trial would stay RUNNING until its heartbeats go stale, or for good where there are none.
+    Tried ``CLOSE_ATTEMPTS`` times; stop signals are held meanwhile by ``_DeferredInterrupt``.
+    """
+    storage = study._storage
+    pause = CLOSE_PAUSE_S
+    for attempt in range(1, CLOSE_ATTEMPTS + 1):
+        try:
+            if storage.get_trial(trial_id).state != TrialState.RUNNING:
+                return False
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            return True
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return False  # another process (a stale-trial check) closed it meanwhile
+        except Exception:  # the storage is still failing: wait, then try again
+            if attempt == CLOSE_ATTEMPTS:
+                return False  # its heartbeats stop with this process; it goes stale then
+            time.sleep(pause)
+            pause *= 2
+    return False
 
 
 def run_trials(
@@ -182,11 +215,15 @@ def run_trials(
 
     def gated(trial: optuna.Trial) -> float:
         gate.release()  # the trial is RUNNING now: others may count it
+        interrupt.trial_id = trial._trial_id
         interrupt.in_objective = True
         try:
             interrupt.check()
             trial.set_user_attr(WORKER_ATTR, worker)
             return objective(trial)
+        except KeyboardInterrupt as exc:
+            interrupt.stop = exc
+            raise
         finally:
             interrupt.in_objective = False
 
@@ -228,10 +265,19 @@ def _loop(
                     interrupt.check()
                     time.sleep(POLL_S)
                 continue
+            interrupt.stop = None
             try:
                 if before_trial is not None:
                     before_trial()
                 study.optimize(objective, n_trials=1, callbacks=list(callbacks))
+            except BaseException as exc:
+                if interrupt.trial_id is not None:
+                    close_left_running(study, interrupt.trial_id)
+                if interrupt.stop is not None and exc is not interrupt.stop:
+                    # Optuna's write of the failure failed and it raised about that; the
+                    # caller must still hear of the stop (exit 128 + signal, "run again").
+                    raise interrupt.stop from None
+                raise
             finally:
                 gate.release()
         interrupt.check()
