@@ -134,14 +134,15 @@ def test_workers_stop_by_themselves_when_their_supervisor_is_killed(tmp_path, id
     workers = _workers_of(proc.pid)
     assert len(workers) == 2
     proc.kill()  # SIGKILL: the supervisor can pass nothing on
-    proc.communicate(timeout=30)
+    # The workers share its pipes: what they print on their way out is in these.
+    out, err = proc.communicate(timeout=30)
     deadline = time.monotonic() + STOP_WITHIN_S
     while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in workers if _alive(pid)], "orphaned workers kept training"
     time.sleep(3 * 2 + 1)  # the heartbeat grace: 3 heartbeats of 2 s
     states = [t.state for t in _trials(url)]
-    assert states.count(TrialState.RUNNING) == 0, states
+    assert states.count(TrialState.RUNNING) == 0, f"{states}\n{out}{err}"
     _rerun_completes(command, tmp_path, url, 3)
 
 

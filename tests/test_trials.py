@@ -4,6 +4,8 @@ Optuna marks a trial failed when its objective raises; if that one write fails (
 errs as every stopped worker writes its failure at once; seen once in CI as a trial left
 RUNNING after its supervisor was killed), ``run_trials`` closes the trial itself. The storage
 here is a real SQLite study whose first write of a failure is refused, as a busy one would.
+And a trial that another process failed as stale meanwhile (its heartbeats went silent while a
+database server restarted) is left to its queued copy: the loop goes on, with no traceback.
 """
 
 from __future__ import annotations
@@ -80,3 +82,47 @@ def test_a_stop_in_training_fails_the_trial_and_reaches_the_caller(tmp_path):
     with pytest.raises(Stopped):
         run_trials(study, _stopped_in_training, 3, storage_url="sqlite:///x", heartbeat=None)
     assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_a_trial_another_process_failed_as_stale_is_left_and_the_loop_goes_on(tmp_path, caplog):
+    # As after a database restart longer than the heartbeat grace: another worker's stale-trial
+    # check fails this worker's live trial (and queues a copy); its next write is refused.
+    study = _study(tmp_path, refusals=0)
+    other = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 0:
+            other._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            trial.report(0.5, 1)  # refused: the trial is finished
+        return 0.9
+
+    run_trials(study, objective, 2, storage_url="sqlite:///x", heartbeat=None)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, *[TrialState.COMPLETE] * 2]
+    failures = [r for r in caplog.records if "Trial 0 failed" in r.getMessage()]
+    assert failures and not [r for r in failures if r.exc_info], "no traceback for it"
+    assert "another process failed this trial as stale" in failures[0].getMessage()
+
+
+def test_any_other_error_in_a_trial_still_ends_the_loop(tmp_path):
+    study = _study(tmp_path, refusals=0)
+
+    def objective(trial: optuna.Trial) -> float:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        run_trials(study, objective, 2, storage_url="sqlite:///x", heartbeat=None)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+
+
+def test_a_trial_failed_elsewhere_after_its_last_write_is_left_too(tmp_path):
+    study = _study(tmp_path, refusals=0)
+    other = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.report(0.5, 1)
+        if trial.number == 0:  # failed as stale between its last report and Optuna's tell
+            other._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return 0.9
+
+    run_trials(study, objective, 1, storage_url="sqlite:///x", heartbeat=None)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]

@@ -37,6 +37,9 @@ CLOSE_ATTEMPTS = 5
 CLOSE_PAUSE_S = 0.2
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
+TAKEN = ("another process failed this trial as stale while this one could not write its "
+         "heartbeats (was the database away?); its copy is queued again, so this process "
+         "leaves it and goes on")
 
 
 def cpu_cores() -> int:
@@ -107,6 +110,7 @@ class _DeferredInterrupt:
         self.in_objective = False
         self.trial_id: int | None = None  # this process's latest trial, to close after a stop
         self.stop: KeyboardInterrupt | None = None  # the stop that ended that trial, if one did
+        self.taken = False  # that trial was finished by another process while it ran here
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _DeferredInterrupt:
@@ -207,7 +211,8 @@ def run_trials(
 
     Raises:
         KeyboardInterrupt: Ctrl-C; the running trial is marked failed first (by Optuna).
-        Exception: a trial failed with an error; it is marked failed first.
+        Exception: a trial failed with an error; it is marked failed first. Not raised for a
+            trial that another process failed as stale meanwhile: this one leaves it.
     """
     gate = _StartGate(f"{storage_url}|{study.study_name}")
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -220,10 +225,20 @@ def run_trials(
         try:
             interrupt.check()
             trial.set_user_attr(WORKER_ATTR, worker)
-            return objective(trial)
+            value = objective(trial)
+            if trial.storage.get_trial(trial._trial_id).state.is_finished():
+                interrupt.taken = True  # failed elsewhere after its last write (see below)
+                raise optuna.TrialPruned(TAKEN)
+            return value
         except KeyboardInterrupt as exc:
             interrupt.stop = exc
             raise
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # A stale-trial check elsewhere failed it (heartbeats silent past the grace period,
+            # as while a database server restarts) and queued a copy. A pruned trial's end is
+            # logged without a traceback; telling it then fails, and the loop goes on.
+            interrupt.taken = True
+            raise optuna.TrialPruned(TAKEN) from None
         finally:
             interrupt.in_objective = False
 
@@ -266,6 +281,7 @@ def _loop(
                     time.sleep(POLL_S)
                 continue
             interrupt.stop = None
+            interrupt.taken = False
             try:
                 if before_trial is not None:
                     before_trial()
@@ -277,6 +293,8 @@ def _loop(
                     # Optuna's write of the failure failed and it raised about that; the
                     # caller must still hear of the stop (exit 128 + signal, "run again").
                     raise interrupt.stop from None
+                if interrupt.taken and isinstance(exc, Exception):
+                    continue  # Optuna could not tell a trial that another process had failed
                 raise
             finally:
                 gate.release()
