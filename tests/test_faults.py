@@ -30,7 +30,8 @@ T = TypeVar("T")
 # Epochs per trial in the kill and Ctrl-C tests. A signal is sent only while its trials are
 # MARGIN or more epochs from their end, so it lands mid-trial: MARGIN epochs take far longer
 # than reading the study and sending the signal.
-EPOCHS, MARGIN = 100, 25
+EPOCHS, MARGIN = 100, 50
+TARGET = 8  # trials of the Ctrl-C test: one finished, then both workers caught busy
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -124,9 +125,11 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_completes_the_study(
     tmp_path, idx_dir, store
 ):
     url, name = store
+    # TARGET trials: pairs enough that one is caught busy however fast the machine trains (an
+    # Intel Xeon with AMX ran 4 trials of 100 epochs in 7 s, and the poll missed every pair).
     # Heartbeat 2 s: a worker waiting for the other's last trial looks again every heartbeat.
     command = _command(url, name, idx_dir, "--workers", "2", "--heartbeat", "2",
-                       "--n-trials", "4", "--epochs", str(EPOCHS), "--pruner", "none",
+                       "--n-trials", str(TARGET), "--epochs", str(EPOCHS), "--pruner", "none",
                        "--sampler", "random")
     proc = _start(command, tmp_path)
 
@@ -155,9 +158,12 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_completes_the_study(
     assert "Traceback" not in err + out and "KeyboardInterrupt" not in err + out
     trials = _trials(url, name)
     done = sum(t.state in FINISHED for t in trials)
-    assert 1 <= done < 4 and f"{done} of 4 trials are finished" in err
+    assert 1 <= done < TARGET and f"{done} of {TARGET} trials are finished" in err
     assert [t.state for t in trials].count(TrialState.RUNNING) == 0
-    assert [t.state for t in trials].count(TrialState.FAIL) == 2  # one per worker
+    # One per worker that Ctrl-C caught in a trial: both, unless one's trial ended in the moment
+    # between the last poll and the signal (MARGIN epochs: under a second on a fast CPU), and
+    # a worker between trials has none to fail.
+    assert [t.state for t in trials].count(TrialState.FAIL) in (1, 2)
     if url.startswith("sqlite"):
         with sqlite3.connect(tmp_path / "s.db") as conn:
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -167,7 +173,7 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_completes_the_study(
                            timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     trials = _trials(url, name)
-    assert sum(t.state in FINISHED for t in trials) == 4
+    assert sum(t.state in FINISHED for t in trials) == TARGET
     assert sum(t.user_attrs.get("baseline") == "tutorial" and t.state in FINISHED
                for t in trials) == 1
 
