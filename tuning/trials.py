@@ -30,16 +30,14 @@ from tuning.study import FINISHED
 
 POLL_S = 0.2  # how often a process waiting for others' last trials checks for a stop signal
 RECOUNT_S = 1.0  # how often it counts the study's trials again
-# After a stop, how often this process tries to mark its own trial failed where Optuna's write
-# of that failed, and the first pause between tries (doubling; 0.2+0.4+0.8+1.6 s in all: well
-# inside the supervisor's INTERRUPT_WAIT_S, and a scheduler's grace period).
+# Tries to mark this process's trial failed where Optuna's write of that failed, and the first
+# pause (doubling: 3 s in all, inside the supervisor's INTERRUPT_WAIT_S and a grace period).
 CLOSE_ATTEMPTS = 5
 CLOSE_PAUSE_S = 0.2
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 TAKEN = ("another process failed this trial as stale while this one could not write its "
-         "heartbeats (was the database away?); its copy is queued again, so this process "
-         "leaves it and goes on")
+         "heartbeats (was the database away?); its queued copy runs instead")
 
 
 def cpu_cores() -> int:
@@ -234,9 +232,8 @@ def run_trials(
             interrupt.stop = exc
             raise
         except optuna.exceptions.UpdateFinishedTrialError:
-            # A stale-trial check elsewhere failed it (heartbeats silent past the grace period,
-            # as while a database server restarts) and queued a copy. A pruned trial's end is
-            # logged without a traceback; telling it then fails, and the loop goes on.
+            # Failed as stale elsewhere (silent past the grace, as while a database restarts)
+            # and queued again. Pruned ends log no traceback; their tell fails; the loop goes on.
             interrupt.taken = True
             raise optuna.TrialPruned(TAKEN) from None
         finally:
