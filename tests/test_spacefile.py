@@ -96,7 +96,8 @@ def test_extended_table_shows_conditions_and_per_choice_ranges():
                           "AdamW: 0.0001..0.01; RMSprop: 0.0001..0.003", "")
     assert rows["momentum"] == ("momentum", "float", "0.8..0.99", "optimizer = SGD")
     assert rows["nesterov"] == ("nesterov", "categorical", "true, false", "optimizer = SGD")
-    assert rows["warmup_epochs"][3] == "schedule in constant, cosine"
+    assert rows["warmup_epochs"][3] == "schedule = cosine"
+    assert rows["schedule"][2] == "cosine, onecycle"
     assert rows["hidden_layers"] == ("hidden_layers", "int", "1..3", "")
     assert list(rows) == re.findall(r"^\[(\w+)\]$", builtin_path("extended").read_text(), re.M)
 
