@@ -90,6 +90,20 @@ def test_a_protected_baseline_is_never_pruned_and_an_unprotected_one_may_be():
     assert all(s.baseline_epochs in (0, 4) for s in kept)
 
 
+def test_the_oracle_stops_after_one_epoch_only_trials_that_never_reach_the_target():
+    reached = 0
+    for seed in range(5):
+        oracle = _search("random+oracle+baseline=none", seed)
+        kept = oracle.trials - oracle.pruned  # each ran its 4 epochs, the last maybe unfinished
+        assert oracle.pruned > 0
+        assert oracle.pruned + 4 * (kept - 1) <= oracle.epochs <= oracle.pruned + 4 * kept
+        for other in ("random+none", "random+successive-halving:rf=3", "random+median"):
+            assert oracle.minutes_to(0.88) <= _search(other + "+baseline=none", seed).minutes_to(
+                0.88)
+        reached += oracle.minutes_to(0.88) < float("inf")
+    assert reached >= 2
+
+
 def test_the_naive_search_is_charged_the_tutorial_loop_and_the_suite_the_table():
     naive, suite = _search("naive"), _search("random+none")
     # the table charges 256/b s per epoch, the tutorial loop 50,000/1000 = 50 s per epoch
