@@ -18,7 +18,8 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from tuning.signals import Stopped
-from tuning.trials import close_left_running, run_trials
+from tuning.stale import close_left_running
+from tuning.trials import run_trials
 
 pytestmark = pytest.mark.fast
 

@@ -16,7 +16,6 @@ import socket
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -26,18 +25,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuning.protocol import WORKER_ATTR
 from tuning.signals import STOP_SIGNALS, Stopped
+from tuning.stale import TAKEN, close_left_running, fail_stale_trials
 from tuning.study import FINISHED
 
 POLL_S = 0.2  # how often a process waiting for others' last trials checks for a stop signal
 RECOUNT_S = 1.0  # how often it counts the study's trials again
-# Tries to mark this process's trial failed where Optuna's write of that failed, and the first
-# pause (doubling: 3 s in all, inside the supervisor's INTERRUPT_WAIT_S and a grace period).
-CLOSE_ATTEMPTS = 5
-CLOSE_PAUSE_S = 0.2
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
-TAKEN = ("another process failed this trial as stale while this one could not write its "
-         "heartbeats (was the database away?); its queued copy runs instead")
 
 
 def cpu_cores() -> int:
@@ -137,43 +131,6 @@ class _DeferredInterrupt:
         if self.pending is not None:
             signum, self.pending = self.pending, None
             self._raise(signum)
-
-
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail the running trials whose worker stopped sending heartbeats; they are queued again.
-
-    Optuna does this itself when a trial starts; doing it before counting trials makes a
-    dead worker's trial count as missing, not as running.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def close_left_running(study: optuna.Study, trial_id: int) -> bool:
-    """Mark trial ``trial_id`` failed if it is still RUNNING; whether this call had to.
-
-    Optuna marks a trial failed when its objective raises, but when that one write fails
-    (a storage error as a stop lands, while every worker writes its own failure at once) the
-    trial would stay RUNNING until its heartbeats go stale, or for good where there are none.
-    Tried ``CLOSE_ATTEMPTS`` times; stop signals are held meanwhile by ``_DeferredInterrupt``.
-    """
-    storage = study._storage
-    pause = CLOSE_PAUSE_S
-    for attempt in range(1, CLOSE_ATTEMPTS + 1):
-        try:
-            if storage.get_trial(trial_id).state != TrialState.RUNNING:
-                return False
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
-            return True
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return False  # another process (a stale-trial check) closed it meanwhile
-        except Exception:  # the storage is still failing: wait, then try again
-            if attempt == CLOSE_ATTEMPTS:
-                return False  # its heartbeats stop with this process; it goes stale then
-            time.sleep(pause)
-            pause *= 2
-    return False
 
 
 def run_trials(
