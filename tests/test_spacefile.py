@@ -98,7 +98,8 @@ def test_extended_table_shows_conditions_and_per_choice_ranges():
     assert rows["nesterov"] == ("nesterov", "categorical", "true, false", "optimizer = SGD")
     assert rows["warmup_epochs"][3] == "schedule = cosine"
     assert rows["schedule"][2] == "cosine, onecycle"
-    assert rows["hidden_layers"] == ("hidden_layers", "int", "1..3", "")
+    assert rows["hidden_layers"] == ("hidden_layers", "int", "2..3", "")
+    assert rows["batch_norm"] == ("batch_norm", "fixed", "true", "")
     assert list(rows) == re.findall(r"^\[(\w+)\]$", builtin_path("extended").read_text(), re.M)
 
 

@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG,
         description=(
-            "Tune the learning rate, batch size and optimizer (SGD, Adam, RMSprop) of the "
-            "PyTorch 'Learn the Basics' FashionMNIST network with Optuna. Every trial trains "
+            "Tune the PyTorch 'Learn the Basics' FashionMNIST network with Optuna: by default "
+            "its learning rate, batch size and optimizer (SGD, Adam, RMSprop); with --space, "
+            "whatever a space file samples (depth, width, dropout, schedule, ...). Every "
+            "trial trains "
             "on the training split, is scored on the validation split each epoch (weak trials "
             "are pruned) and is stored in the study; the test split is never read. Rerunning "
             "the same command resumes the study."
