@@ -37,6 +37,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def own_cores_folder(tmp_path_factory: pytest.TempPathFactory,
+                     monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The folder where this test's tools claim CPU cores (tuning/cores.py), its own.
+
+    The suite runs 3 tests at once; with one folder each, a tool in one test does not warn about
+    a tool in another, as if each test had a machine to itself.
+    """
+    folder = tmp_path_factory.mktemp("cores")
+    monkeypatch.setenv("FASHION_TUNE_CORES_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
 def idx_dir(tmp_path: Path) -> Path:
     """A folder holding synthetic gzipped FashionMNIST files (600 train, 100 test images)."""
@@ -95,6 +108,8 @@ def run_main(
     """
     import torch
 
+    from tuning import cores
+
     threads = torch.get_num_threads()
     out, err = io.StringIO(), io.StringIO()
     with (_environment(env, cwd), contextlib.redirect_stdout(out),
@@ -105,6 +120,7 @@ def run_main(
             status = exc.code if isinstance(exc.code, int) else 1
         finally:
             torch.set_num_threads(threads)
+            cores.release_all()  # as the tool's process would on exit
     return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
 
 

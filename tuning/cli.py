@@ -12,8 +12,10 @@ from typing import NoReturn, Protocol
 
 import optuna
 
+from tuning import cores
 from tuning.device import DEVICES
 from tuning.signals import exit_status, raise_on_stop_signals, stop_reason
+from tuning.trials import cpu_cores
 
 
 class Main(Protocol):
@@ -90,6 +92,18 @@ def fail(prog: str, message: str, status: int = EXIT_USAGE) -> int:
     """Print ``message`` as the tool's error on stderr; return the exit status to use."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return status
+
+
+def claim_cores(prog: str, device_type: str, threads: int) -> None:
+    """Claim this tool's CPU threads; warn on stderr when other processes already fill the cores.
+
+    Called by every tool that trains, once it knows its threads and before its first epoch.
+    """
+    if device_type != "cpu":
+        return
+    warning = cores.crowding(cores.claim(prog, threads), threads, cpu_cores())
+    if warning is not None:
+        print(f"{prog}: warning: {warning}", file=sys.stderr, flush=True)
 
 
 class _QuietAfterInterrupt(logging.Filter):

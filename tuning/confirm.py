@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from model.data import DEFAULT_DATA_DIR, DataError, load_searched_split
 from model.loops import flush_denormals
 from tuning import confirmation
@@ -25,6 +27,7 @@ from tuning.cli import (
     Parser,
     add_data_and_device_arguments,
     add_study_arguments,
+    claim_cores,
     fail,
     quiet_optuna,
     stoppable,
@@ -126,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Precision {precision.value} ({precision.reason}); seeds stacked: {stacked.value} "
           f"({stacked.reason}).", flush=True)
     by_number = {t.number: t for t in planned.trials}
+    claim_cores(PROG, device.type,
+                settings.workers if settings.workers > 1 else torch.get_num_threads())
     if settings.workers == 1:
         confirmation.use(data, device, precision.value)
     del data  # each worker process loads its own copy

@@ -28,6 +28,7 @@ from tuning.baseline import queue_baseline_if_due, tutorial_params
 from tuning.cli import (
     EXIT_FAILED,
     EXIT_OK,
+    claim_cores,
     fail,
     quiet_optuna,
     stoppable,
@@ -208,11 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         print("The study already reached its target; raise --n-trials to run more.")
     elif settings.workers > 1 and not settings.worker:
+        # The supervisor claims its workers' threads; the workers claim nothing themselves.
+        claim_cores(PROG, run.device.type, settings.workers * threads_per_worker(settings.workers))
         run.data = None  # each worker loads its own copy
         status = _supervise(run, argv)
         if status != EXIT_OK:
             return status
     else:
+        if not settings.worker:
+            claim_cores(PROG, run.device.type, torch.get_num_threads())
         status = _run_here(run)
         if status != EXIT_OK or settings.worker:
             return status  # a worker's supervisor prints the summary

@@ -48,6 +48,7 @@ from tuning.cli import (
     HelpFormatter,
     Parser,
     add_data_and_device_arguments,
+    claim_cores,
     fail,
     quiet_optuna,
     stoppable,
@@ -240,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ".",
         flush=True,
     )
+    claim_cores(PROG, device.type, torch.get_num_threads())
     warm_up_optimizers()  # so the printed training seconds are the training's own
     written = False
     try:

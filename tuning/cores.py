@@ -1,0 +1,129 @@
+"""Which other fashion-tune processes train on this machine's CPU cores right now.
+
+Two processes of 2 torch threads each on 2 cores do not each run at half speed: their OpenMP
+threads spin waiting for each other, and runs took 5-10 times as long as alone (a confirmation
+run 47.7 s alone and 234.9 s beside a search on a Zen 5 EPYC, 106 s and 568-801 s beside the
+test suite on a Zen 4, a search trial 38.6 s and 386 s beside a search; 2 vCPUs each;
+docs/scale-out.md). A user who starts a second search, confirm or retrain beside a first one
+would get that silently. So every tool that trains on the CPU claims the threads it will use for
+as long as it runs, and a tool that finds the cores already claimed says so before it starts.
+
+A claim is a file in a folder of the temporary directory, locked with ``flock``: the operating
+system drops the lock however the process ends (even ``kill -9``), so no claim outlives its
+process and nothing needs cleaning up. The file says which process holds it and how many
+threads it uses. The check only warns: results do not depend on it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+# Where the claims live; a test gives each case a folder of its own, as if on its own machine.
+DIR_ENV = "FASHION_TUNE_CORES_DIR"
+MAX_CLAIMS = 64  # claim files looked at; more processes than this on one machine go uncounted
+
+_held: list[IO[str]] = []  # this process's claims: open, locked, kept until it exits
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A process that trains on this machine's cores."""
+
+    pid: int
+    tool: str  # e.g. "tuning.confirm"
+    threads: int  # torch threads it trains with, all of its processes together
+
+
+def claims_dir() -> Path:
+    """The folder of this machine's claims: $FASHION_TUNE_CORES_DIR, else one under /tmp."""
+    override = os.environ.get(DIR_ENV)
+    return Path(override) if override else Path(tempfile.gettempdir()) / "fashion-tune-cores"
+
+
+def claim(tool: str, threads: int, folder: Path | None = None) -> list[Claim]:
+    """Claim ``threads`` cores for this process until it exits; return the others' claims.
+
+    Never raises for a folder it cannot use (another user's, a read-only disk): the check is
+    advice, and the tool runs without it, returning no claims.
+    """
+    folder = folder or claims_dir()
+    others: list[Claim] = []
+    mine = False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for slot in range(MAX_CLAIMS):
+            path = folder / f"claim-{slot}.json"
+            if mine and not path.exists():
+                break  # files are made in order and never removed: nobody is further on
+            # Not a with-block: a claim's file stays open, as its lock lives as long as the file.
+            handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held by a live process: read what it holds
+                handle.seek(0)
+                found = _parse(handle.read())
+                handle.close()
+                if found is not None and found.pid != os.getpid() and _alive(found.pid):
+                    others.append(found)
+                continue
+            if mine:  # a free slot after this process's own: nobody holds it
+                handle.close()
+                continue
+            handle.seek(0)
+            handle.truncate()
+            json.dump({"pid": os.getpid(), "tool": tool, "threads": threads}, handle)
+            handle.flush()
+            _held.append(handle)
+            mine = True
+    except OSError:
+        return others
+    return others
+
+
+def release_all() -> None:
+    """Drop this process's claims (they also go when it exits)."""
+    while _held:
+        handle = _held.pop()
+        handle.truncate(0)  # so nobody who locks the file next reads this process as live
+        handle.close()
+
+
+def crowding(others: list[Claim], threads: int, cores: int) -> str | None:
+    """A warning when this process's ``threads`` and the others' exceed ``cores``, else None."""
+    taken = sum(c.threads for c in others)
+    if not others or taken + threads <= cores:
+        return None
+    who = ", ".join(f"pid {c.pid} ({c.tool}, {c.threads} thread(s))" for c in others)
+    return (
+        f"{len(others)} other fashion-tune process(es) already train on this machine's "
+        f"{cores} CPU core(s): {who}. With this one's {threads} thread(s) that is "
+        f"{taken + threads} threads on {cores} cores, and each process runs several times "
+        "slower than alone (5-10x measured on 2 cores; docs/scale-out.md), with the same "
+        "results. For speed, run one at a time: stop this one (Ctrl-C) and start it again "
+        "when they have finished (a search or confirm keeps what it has recorded, and the "
+        "same command carries on from there)."
+    )
+
+
+def _parse(text: str) -> Claim | None:
+    try:
+        data = json.loads(text)
+        return Claim(int(data["pid"]), str(data["tool"]), int(data["threads"]))
+    except (ValueError, KeyError, TypeError):
+        return None  # being written this instant, or a stale file a prober just locked
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
