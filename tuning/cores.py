@@ -36,7 +36,7 @@ class Claim:
     """A process that trains on this machine's cores."""
 
     pid: int
-    tool: str  # e.g. "tuning.confirm"
+    tool: str  # the tool's command, e.g. "python -m tuning.confirm"
     threads: int  # torch threads it trains with, all of its processes together
 
 
@@ -82,7 +82,7 @@ def claim(tool: str, threads: int, folder: Path | None = None) -> list[Claim]:
             _held.append(handle)
             mine = True
     except OSError:
-        return others
+        pass  # advice only: what was seen before the folder failed is still true
     return others
 
 
