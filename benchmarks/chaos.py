@@ -36,8 +36,8 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks.synthetic import write_fashion_mnist
-from tuning.cli import HelpFormatter, Parser
-from tuning.study import FINISHED
+from tuning.cli.common import HelpFormatter, Parser
+from tuning.study.lifecycle import FINISHED
 
 POLL_S = 0.5  # how often the driver looks at the study and its processes
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

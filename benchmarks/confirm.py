@@ -2,11 +2,11 @@
 
 Samples configurations from the search space (Optuna's random sampler, seeded, plus the
 tutorial's), and for each one trains ``--seeds`` fresh seeds for ``--epochs`` on the
-search's split, first one seed at a time (``tuning.retrain.retrain``), then all seeds as one
-stacked model (``tuning.retrain.retrain_seeds``), back to back in this process, in each
-precision asked for. It prints both wall times, their ratio, and how far the stacked runs'
-validation accuracies lie from the separate runs' (float rounding only, so within seed
-noise). ``tuning.confirm --stack-seeds auto`` stacks where this shows a gain.
+search's split, first one seed at a time (``tuning.training.retrain.retrain``), then all
+seeds as one stacked model (``tuning.training.retrain.retrain_seeds``), back to back in this
+process, in each precision asked for. It prints both wall times, their ratio, and how far the
+stacked runs' validation accuracies lie from the separate runs' (float rounding only, so within
+seed noise). ``tuning.confirm --stack-seeds auto`` stacks where this shows a gain.
 
     python -m benchmarks.confirm                       # 4 configurations x 3 seeds x 1 epoch
     python -m benchmarks.confirm --quick               # 2 configurations, 10,000 images
@@ -26,9 +26,9 @@ from benchmarks.precision import sample_configs, searched_split
 from model.data import DEFAULT_DATA_DIR, TrainValSplit
 from model.kernels import fp32_kernel
 from model.loops import PRECISIONS, flush_denormals, warm_up_optimizers
-from tuning.retrain import retrain, retrain_seeds
-from tuning.search_settings import SearchSettings
-from tuning.space import TUTORIAL, Hyperparameters, describe
+from tuning.space.hyperparameters import TUTORIAL, Hyperparameters, describe
+from tuning.study.protocol import VAL_SIZE
+from tuning.training.retrain import retrain, retrain_seeds
 
 CPU = torch.device("cpu")
 
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="train on only this many of the training images (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--val-size", type=int, default=SearchSettings.val_size)
+    parser.add_argument("--val-size", type=int, default=VAL_SIZE)
     args = parser.parse_args(argv)
     flush_denormals()  # as the tools do
     warm_up_optimizers()

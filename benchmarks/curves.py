@@ -3,7 +3,8 @@
 Trains each configuration of a grid over the tutorial space (learning rates on a log grid x
 batch sizes x optimizers; a second seed for every ``--second-seed-every``-th configuration, to
 measure seed noise) for ``--epochs`` on the search's own split, the way a search trial trains
-(``tuning.retrain.retrain``: same seeded start, same loop, the suite's precision and kernel),
+(``tuning.training.retrain.retrain``: same seeded start, same loop, the suite's precision and
+kernel),
 and appends one row per epoch to a CSV: validation accuracy and loss, training loss and the
 epoch's seconds. The file's header lines (``#``) name the machine, torch, the precision and
 the command, so a simulation charges real costs and says whose. A rerun resumes: configurations
@@ -42,11 +43,17 @@ from benchmarks.tutorial import torchvision_root, tutorial_dataset
 from model.data import DEFAULT_DATA_DIR, TrainValSplit, load_searched_split, locate
 from model.kernels import cpu_name, fp32_kernel
 from model.loops import flush_denormals, warm_up_optimizers
-from tuning.precision import choose_precision
-from tuning.retrain import Diverged, retrain
-from tuning.search_settings import SearchSettings
-from tuning.space import BATCH_SIZES, LR_HIGH, LR_LOW, TUTORIAL_OPTIMIZERS, Hyperparameters
-from tuning.spacefile import Space, load_space
+from tuning.space.file import Space, load_space
+from tuning.space.hyperparameters import (
+    BATCH_SIZES,
+    LR_HIGH,
+    LR_LOW,
+    TUTORIAL_OPTIMIZERS,
+    Hyperparameters,
+)
+from tuning.study.protocol import SPLIT_SEED, VAL_SIZE
+from tuning.training.precision import choose_precision
+from tuning.training.retrain import Diverged, retrain
 
 DEFAULT_OUT = Path("benchmarks/curves/tutorial.csv")
 COLUMNS = ("lr", "batch_size", "optimizer", "seed", "epoch", "val_accuracy", "val_loss",
@@ -156,7 +163,7 @@ def header(args: argparse.Namespace, precision: str, argv: Sequence[str], space:
             f"thread(s), CPU capability "
             f"{torch.backends.cpu.get_cpu_capability()}, float32 kernel {fp32_kernel(cpu).value}",
             f"# torch {torch.__version__}; precision {precision}; {args.epochs} epochs; split "
-            f"val_size {args.val_size}, split_seed {SearchSettings.split_seed}",
+            f"val_size {args.val_size}, split_seed {SPLIT_SEED}",
             "# command: python -m benchmarks.curves " + shlex.join(argv)]
 
 
@@ -166,7 +173,7 @@ _WORKER: dict[str, object] = {}
 def _start(data_dir: Path, val_size: int, threads: int, precision: str) -> None:
     flush_denormals()
     torch.set_num_threads(threads)
-    _WORKER.update(split=load_searched_split(data_dir, val_size, SearchSettings.split_seed,
+    _WORKER.update(split=load_searched_split(data_dir, val_size, SPLIT_SEED,
                                              download=False)[1], precision=precision)
     warm_up_optimizers()
 
@@ -226,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"the table (default: {DEFAULT_OUT.parent}/SPACE.csv)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--val-size", type=int, default=SearchSettings.val_size)
+    parser.add_argument("--val-size", type=int, default=VAL_SIZE)
     return parser
 
 

@@ -32,9 +32,9 @@ from model.data import DEFAULT_DATA_DIR, Tensors, load_split, locate
 from model.kernels import KERNELS, fp32_kernel, native_bf16
 from model.loops import PRECISIONS, flush_denormals, shuffle_buffer, train_epoch
 from model.network import NeuralNetwork
-from tuning.precision import choose_precision
-from tuning.retrain import seeded_start
-from tuning.space import BATCH_SIZES, TUTORIAL
+from tuning.space.hyperparameters import BATCH_SIZES, TUTORIAL
+from tuning.training.precision import choose_precision
+from tuning.training.retrain import seeded_start
 
 FULL_IMAGES, QUICK_IMAGES = 25_600, 6_400
 FULL_REPEATS, QUICK_REPEATS = 3, 1

@@ -27,9 +27,9 @@ import torch
 
 from model.data import DEFAULT_DATA_DIR, TrainValSplit, load_searched_split
 from model.loops import flush_denormals
-from tuning.retrain import Diverged, retrain
-from tuning.search_settings import SearchSettings
-from tuning.space import KNOBS, Hyperparameters, describe
+from tuning.space.hyperparameters import KNOBS, Hyperparameters, describe
+from tuning.study.protocol import EPOCHS, SPLIT_SEED, VAL_SIZE
+from tuning.training.retrain import Diverged, retrain
 
 _split: TrainValSplit | None = None  # each worker process loads the split once
 
@@ -38,7 +38,7 @@ def _load(data_dir: Path, val_size: int) -> None:
     global _split
     torch.set_num_threads(1)  # one thread per worker, as the search's processes run
     flush_denormals()
-    _split = load_searched_split(data_dir, val_size, SearchSettings.split_seed)[1]
+    _split = load_searched_split(data_dir, val_size, SPLIT_SEED)[1]
 
 
 def _run(params: Hyperparameters, seed: int, epochs: int, precision: str) -> float:
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--change", required=True, type=parse_change,
                         help="the knobs to change, name=value[,name=value]")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=SearchSettings.epochs)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16",
                         help="bf16 as the search trains where the CPU has it")
     parser.add_argument("--workers", type=int, default=2,
@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-share", type=float, default=2 / 3,
                         help="the share of pairs that must gain")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--val-size", type=int, default=SearchSettings.val_size)
+    parser.add_argument("--val-size", type=int, default=VAL_SIZE)
     args = parser.parse_args(argv)
     for name, value in args.change.items():
         if name in KNOBS and not KNOBS[name].legal(value):

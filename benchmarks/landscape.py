@@ -24,7 +24,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from tuning.space import Hyperparameters, suggest
+from tuning.space.hyperparameters import Hyperparameters, suggest
 
 # Lower edges of the bands of a configuration's best accuracy that the seed noise is pooled in.
 NOISE_BANDS = (0.0, 0.7, 0.8, 0.85)

@@ -33,11 +33,10 @@ from benchmarks.tutorial import (
 from model.data import DEFAULT_DATA_DIR, locate
 from model.loops import OPTIMIZERS
 from model.network import NeuralNetwork
-from tuning.search_settings import SearchSettings
-from tuning.space import suggest
+from tuning.space.hyperparameters import suggest
+from tuning.study.protocol import SPLIT_SEED, VAL_SIZE
 
 EPOCHS = 10  # as in the tutorial
-SPLIT_SEED = SearchSettings.split_seed  # the suite's: the same validation images
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=None)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--val-size", type=int, default=SearchSettings.val_size)
+    parser.add_argument("--val-size", type=int, default=VAL_SIZE)
     args = parser.parse_args(argv)
     start = time.time()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -25,17 +25,17 @@ from scipy.stats import spearmanr
 
 from model.data import DEFAULT_DATA_DIR, Tensors, TrainValSplit, load_searched_split
 from model.loops import evaluate, flush_denormals, run_epochs
-from tuning.retrain import recipe, seeded_start
-from tuning.search_settings import SearchSettings
-from tuning.space import Hyperparameters, describe
-from tuning.spacefile import load_space
+from tuning.space.file import load_space
+from tuning.space.hyperparameters import Hyperparameters, describe
+from tuning.study.protocol import SPLIT_SEED, VAL_SIZE
+from tuning.training.retrain import recipe, seeded_start
 
 RANK_THRESHOLD = 0.9  # the Spearman correlation bf16 must reach to be the search default
 
 
 def searched_split(data_dir: Path, val_size: int, train_images: int | None) -> TrainValSplit:
     """The search's split, its training part cut to the first ``train_images`` (None: all)."""
-    split = load_searched_split(data_dir, val_size, SearchSettings.split_seed)[1]
+    split = load_searched_split(data_dir, val_size, SPLIT_SEED)[1]
     if not train_images:
         return split
     train = Tensors(split.train.images[:train_images], split.train.labels[:train_images])
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--space", default="tutorial",
                         help="the search space to sample: a built-in one or a file")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--val-size", type=int, default=SearchSettings.val_size)
+    parser.add_argument("--val-size", type=int, default=VAL_SIZE)
     args = parser.parse_args(argv)
     flush_denormals()  # as the search does
     n, epochs = (4, 1) if args.quick else (args.configs, args.epochs)

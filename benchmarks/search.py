@@ -37,8 +37,8 @@ from pathlib import Path
 import optuna
 
 from model.data import DEFAULT_DATA_DIR
-from tuning.protocol import HISTORY_KEYS
-from tuning.study import FINISHED
+from tuning.study.lifecycle import FINISHED
+from tuning.study.protocol import HISTORY_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_BUDGET_S, QUICK_BUDGET_S = 180.0, 45.0

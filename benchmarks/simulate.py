@@ -44,10 +44,9 @@ import optuna
 import pandas as pd
 
 from benchmarks.landscape import NOISE_BANDS, Drawn, Landscape, holdout_error, read_table
-from tuning.baseline import BASELINE_AFTER
-from tuning.search_settings import SearchSettings
-from tuning.space import BATCH_SIZES, TUTORIAL, TUTORIAL_OPTIMIZERS
-from tuning.study import make_pruner, make_sampler
+from tuning.space.hyperparameters import BATCH_SIZES, TUTORIAL, TUTORIAL_OPTIMIZERS
+from tuning.study.baseline import BASELINE_AFTER
+from tuning.study.lifecycle import DEFAULT_PRUNER, DEFAULT_SAMPLER, make_pruner, make_sampler
 
 TARGETS = (0.88, 0.89)
 BUDGETS_MIN = (5, 15, 60)
@@ -126,8 +125,8 @@ def strategy(spec: str, epochs: int) -> Strategy:
         return Strategy(spec, lambda s: optuna.samplers.RandomSampler(seed=s),
                         optuna.pruners.NopPruner, naive=True, baseline="none")
     if spec == "suite":  # the search's defaults, as they are in the code now
-        return Strategy(spec, lambda s: make_sampler(SearchSettings.sampler, s),
-                        lambda: make_pruner(SearchSettings.pruner, epochs),
+        return Strategy(spec, lambda s: make_sampler(DEFAULT_SAMPLER, s),
+                        lambda: make_pruner(DEFAULT_PRUNER, epochs),
                         baseline=str(BASELINE_AFTER))
     match = re.fullmatch(r"(\w+)(?::([\w=.,]+))?\+([\w-]+)(?::([\w=.,]+))?"
                          r"(?:\+baseline=(\w+))?", spec)

@@ -1,6 +1,7 @@
 """What the study storage costs per epoch: SQLite with its default journal against WAL.
 
-Every epoch of a trial writes to the study exactly what ``tuning.objective.Objective`` writes:
+Every epoch of a trial writes to the study exactly what
+``tuning.training.objective.Objective`` writes:
 the four history attributes (``HISTORY_KEYS``), the intermediate value (``trial.report``), and
 one pruning check (``trial.should_prune``). This script replays those calls, with no training
 in between, on fresh SQLite studies opened as the tools open them: once as before (the default
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import optuna
 
-from tuning.cli import HelpFormatter, Parser
-from tuning.protocol import HISTORY_KEYS
-from tuning.storage import Location, open_storage
+from tuning.cli.common import HelpFormatter, Parser
+from tuning.study.protocol import HISTORY_KEYS
+from tuning.study.storage import Location, open_storage
 
 MODES = {"rollback journal": False, "write-ahead log": True}
 

@@ -38,15 +38,13 @@ import torch
 
 from model.data import DEFAULT_DATA_DIR, Tensors, load_searched_split, split_train_val
 from model.loops import OPTIMIZERS, evaluate, flush_denormals
-from tuning.errors import StudyError
-from tuning.protocol import derive_seed
-from tuning.retrain import retrain
-from tuning.search_settings import SearchSettings
-from tuning.selection import candidates
-from tuning.space import Hyperparameters
-from tuning.storage import Location
-from tuning.study import DEFAULT_STUDY_NAME, load_study
-from tuning.train import TRAIN_ON
+from tuning.results.selection import candidates
+from tuning.space.hyperparameters import Hyperparameters
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
+from tuning.study.protocol import EPOCHS, SPLIT_SEED, VAL_SIZE, derive_seed
+from tuning.study.storage import Location
+from tuning.training.retrain import TRAIN_ON, retrain
 
 INNER_SPLIT_SEED = 1  # the inner 40,000 / 10,000 split; the search's own split uses seed 0
 MARGIN_IN_SE = 2.0  # train+val must beat train by this many standard errors to be the default
@@ -94,7 +92,7 @@ _DATA: dict[str, Tensors] = {}
 def _start_worker(data_dir: Path, val_size: int, threads: int) -> None:
     flush_denormals()
     torch.set_num_threads(threads)
-    outer = load_searched_split(data_dir, val_size, SearchSettings.split_seed,
+    outer = load_searched_split(data_dir, val_size, SPLIT_SEED,
                                 download=False)[1]
     inner = split_train_val(outer.train, val_size, INNER_SPLIT_SEED)
     _DATA.update(all_train=outer.train, inner_train=inner.train, inner_val=inner.val,
@@ -145,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1,
                         help="processes, each with one torch thread (1: torch's default)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--val-size", type=int, default=SearchSettings.val_size,
+    parser.add_argument("--val-size", type=int, default=VAL_SIZE,
                         help="outer and inner validation images each")
     return parser
 
@@ -167,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not configs:
             parser.error(f"study {args.study_name!r} has no completed trial to compare")
         epochs = epochs or study_epochs
-    epochs = epochs or SearchSettings.epochs
+    epochs = epochs or EPOCHS
     seeds = [derive_seed(args.seed, k) for k in range(args.seeds)]
     tasks = [(i, params, seed, train_on, epochs)
              for i, params in enumerate(configs) for seed in seeds for train_on in TRAIN_ON]

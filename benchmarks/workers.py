@@ -32,11 +32,11 @@ from pathlib import Path
 import optuna
 
 from model.data import DEFAULT_DATA_DIR
-from tuning.protocol import StudyRecord
-from tuning.space import BATCH_SIZES, OPTIMIZER_NAMES, TUTORIAL
-from tuning.storage import Location, open_storage
-from tuning.study import FINISHED, create_or_resume
-from tuning.trials import cpu_cores
+from tuning.space.hyperparameters import BATCH_SIZES, OPTIMIZER_NAMES, TUTORIAL
+from tuning.study.lifecycle import FINISHED, create_or_resume
+from tuning.study.protocol import StudyRecord
+from tuning.study.storage import Location, open_storage
+from tuning.workers.cores import cpu_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = "bench-workers"

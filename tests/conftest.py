@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def own_cores_folder(tmp_path_factory: pytest.TempPathFactory,
                      monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The folder where this test's tools claim CPU cores (tuning/cores.py), its own.
+    """The folder where this test's tools claim CPU cores (tuning/workers/cores.py), its own.
 
     The suite runs 3 tests at once; with one folder each, a tool in one test does not warn about
     a tool in another, as if each test had a machine to itself.
@@ -108,7 +108,7 @@ def run_main(
     """
     import torch
 
-    from tuning import cores
+    from tuning.workers import cores
 
     threads = torch.get_num_threads()
     out, err = io.StringIO(), io.StringIO()

@@ -17,12 +17,12 @@ from optuna.trial import TrialState
 from benchmarks.synthetic import write_fashion_mnist
 from model.data import load_split, locate, split_train_val
 from tests.conftest import ROOT, Searched, run_cli, run_main, study_content
-from tuning.objective import Objective
-from tuning.protocol import CONFIRM_PLAN_ATTR as PLAN_ATTR
-from tuning.protocol import CONFIRM_RUNS_PREFIX as RUNS_PREFIX
-from tuning.protocol import derive_seed
-from tuning.selection import Run, record_run
-from tuning.selection import confirmed as choice
+from tuning.results.selection import Run, record_run
+from tuning.results.selection import confirmed as choice
+from tuning.study.protocol import CONFIRM_PLAN_ATTR as PLAN_ATTR
+from tuning.study.protocol import CONFIRM_RUNS_PREFIX as RUNS_PREFIX
+from tuning.study.protocol import derive_seed
+from tuning.training.objective import Objective
 
 STUDY = "fashion-mnist"
 VAL_SIZE = 100  # the session study's --val-size
@@ -118,7 +118,7 @@ def test_seeds_stacked_into_one_model_record_the_runs_one_at_a_time_would(search
 
 
 def test_seeds_stack_by_default_on_a_gpu_only():
-    from tuning.confirmation import stack_seeds
+    from tuning.results.confirmation import stack_seeds
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert stack_seeds("auto", cpu).value == "no"

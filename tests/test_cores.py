@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_main
-from tuning import cores
-from tuning.cores import Claim, claim, crowding
-from tuning.trials import cpu_cores
+from tuning.workers import cores
+from tuning.workers.cores import Claim, claim, cpu_cores, crowding
 
 pytestmark = pytest.mark.e2e  # the other claimant is a real process
 
@@ -26,7 +25,7 @@ def _holder(folder: Path, threads: int) -> subprocess.Popen:
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from tuning.cores import claim
+        from tuning.workers.cores import claim
         claim("python -m tuning.confirm", {threads}, Path({str(folder)!r}))
         print("claimed", flush=True)
         time.sleep(120)

@@ -26,7 +26,7 @@ import optuna
 import pytest
 
 from tests.conftest import ROOT, run_main
-from tuning.baseline import finished_baseline
+from tuning.study.baseline import finished_baseline
 
 STUDY = "e2e-fashion"  # the hand-made small study's
 CHROMIUM_FLAGS = (

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_cli, run_main, study_content
-from tuning.artifacts import best_config
-from tuning.errors import StudyError
+from tuning.results.files import best_config
+from tuning.study.errors import StudyError
 
 
 @pytest.mark.e2e

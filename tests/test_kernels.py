@@ -13,8 +13,8 @@ from model.loops import PRECISIONS as LOOP_PRECISIONS
 from model.loops import make_optimizer
 from model.network import NeuralNetwork
 from tests.conftest import run_main
-from tuning import precision
-from tuning.precision import PRECISIONS, choose_precision
+from tuning.training import precision
+from tuning.training.precision import PRECISIONS, choose_precision
 
 CPU = torch.device("cpu")
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(),

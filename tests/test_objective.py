@@ -5,9 +5,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from tuning.objective import Objective
-from tuning.protocol import HISTORY_KEYS, derive_seed
-from tuning.storage import Location, open_storage
+from tuning.study.protocol import HISTORY_KEYS, derive_seed
+from tuning.study.storage import Location, open_storage
+from tuning.training.objective import Objective
 
 
 def _study(tmp_path, pruner=None):

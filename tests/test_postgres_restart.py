@@ -23,7 +23,7 @@ from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-DOWN_S = 5  # how long the server stays away: well inside tuning.storage.RECONNECT_WAIT_S
+DOWN_S = 5  # how long the server stays away: well inside tuning.study.storage.RECONNECT_WAIT_S
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from tests.conftest import run_main, study_content
-from tuning.trials import cpu_cores
+from tuning.workers.cores import cpu_cores
 
 
 def _foreign(path, *, direction="maximize", log=True, attrs=True, extra=False) -> None:

@@ -9,9 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import run_cli, run_main, study_content
-from tuning.pictures import MAX_LEGEND_TRIALS, _intermediate_values_png
 from tuning.report import lr_edge_warning
-from tuning.space import LR_HIGH, LR_LOW
+from tuning.results.pictures import MAX_LEGEND_TRIALS, _intermediate_values_png
+from tuning.space.hyperparameters import LR_HIGH, LR_LOW
 
 STUDY = "fashion-mnist"
 STUDY_PICTURES = ("optimization_history", "intermediate_values", "param_importances", "slice",

@@ -1,4 +1,4 @@
-"""tuning.retrain with the knobs that change what is trained or kept: hflip and ema_epochs."""
+"""tuning.training.retrain with the knobs that change what is trained or kept: hflip, ema_epochs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from model.loops import evaluate, run_epochs
-from tuning.retrain import recipe, retrain, retrain_seeds, seeded_start, stackable
-from tuning.space import Hyperparameters
+from tuning.space.hyperparameters import Hyperparameters
+from tuning.training.retrain import recipe, retrain, retrain_seeds, seeded_start, stackable
 
 CPU = torch.device("cpu")
 AVERAGED = Hyperparameters(lr=1e-3, batch_size=32, optimizer="Adam", ema_epochs=0.5)

@@ -155,8 +155,8 @@ def test_after_a_stop_the_storages_pool_and_finalisers_print_no_traceback(monkey
     import logging
     import types
 
-    from tuning.cli import quiet_optuna
-    from tuning.signals import STOP_SIGNALS, Stopped
+    from tuning.cli.common import quiet_optuna
+    from tuning.workers.signals import STOP_SIGNALS, Stopped
 
     pool = logging.getLogger("sqlalchemy.pool")
     monkeypatch.setattr(pool, "disabled", False)

@@ -14,7 +14,7 @@ import pytest
 from benchmarks.landscape import Drawn, Landscape, read_table
 from benchmarks.search import _events_reached, _study_reached
 from benchmarks.simulate import main, run, strategy
-from tuning.space import BATCH_SIZES, TUTORIAL, TUTORIAL_OPTIMIZERS
+from tuning.space.hyperparameters import BATCH_SIZES, TUTORIAL, TUTORIAL_OPTIMIZERS
 
 
 def _table() -> Landscape:

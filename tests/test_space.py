@@ -4,7 +4,7 @@ import math
 
 import optuna
 
-from tuning.space import (
+from tuning.space.hyperparameters import (
     BATCH_SIZES,
     LR_HIGH,
     LR_LOW,
@@ -49,7 +49,7 @@ def test_the_space_names_exactly_the_optimizers_the_loops_build():
 
 
 def test_describe_writes_a_configuration_in_a_few_words():
-    from tuning.space import describe
+    from tuning.space.hyperparameters import describe
 
     assert describe({"lr": 0.000294, "batch_size": 16, "optimizer": "Adam"}) == (
         "Adam lr 0.000294 batch 16")
@@ -61,7 +61,7 @@ def test_the_knobs_are_the_fields_of_a_point_and_the_names_the_models():
     from dataclasses import fields
 
     from model.schedule import SCHEDULES
-    from tuning.space import KNOBS, SCHEDULE_NAMES, Hyperparameters
+    from tuning.space.hyperparameters import KNOBS, SCHEDULE_NAMES, Hyperparameters
 
     assert list(KNOBS) == [f.name for f in fields(Hyperparameters)]
     assert SCHEDULE_NAMES == SCHEDULES

@@ -10,7 +10,7 @@ import torch
 
 from model.network import NeuralNetwork, load_trained
 from tests.conftest import run_main, study_content
-from tuning.spacefile import builtin_path
+from tuning.space.file import builtin_path
 
 STUDY = "fashion-mnist"
 SMALL = ("--val-size", "100", "--epochs", "2", "--precision", "fp32")

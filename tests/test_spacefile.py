@@ -6,9 +6,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tuning import space as hard_wired
-from tuning.spacecheck import KNOBS
-from tuning.spacefile import (
+from tuning.space import hyperparameters as hard_wired
+from tuning.space.check import KNOBS
+from tuning.space.file import (
     BUILTIN,
     Space,
     SpaceError,

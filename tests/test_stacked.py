@@ -7,8 +7,8 @@ import torch
 
 from model.loops import evaluate, make_optimizer, train_epoch
 from model.stacked import StackedMLP, evaluate_stacked, train_stacked_epoch
-from tuning.retrain import retrain, retrain_seeds, seeded_start
-from tuning.space import Hyperparameters
+from tuning.space.hyperparameters import Hyperparameters
+from tuning.training.retrain import retrain, retrain_seeds, seeded_start
 
 CPU = torch.device("cpu")
 SEEDS = [11, 22, 33]
@@ -79,7 +79,7 @@ def test_a_seed_that_diverges_keeps_its_history_and_the_others_train_on(split):
     starts = [seeded_start(params, seed, CPU) for seed in SEEDS]
     with torch.no_grad():  # poison the second seed's first layer
         starts[1][0].linear_relu_stack[0].weight.fill_(float("nan"))
-    import tuning.retrain as module
+    import tuning.training.retrain as module
 
     real = module.seeded_start
     calls = iter(starts)

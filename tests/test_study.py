@@ -11,15 +11,15 @@ import time
 import optuna
 import pytest
 
-import tuning.study
-from tuning.baseline import BASELINE_AFTER, queue_baseline_if_due, tutorial_params
-from tuning.errors import StudyError
-from tuning.protocol import StudyRecord
-from tuning.search_output import summary
-from tuning.storage import Location
-from tuning.storage import open_storage as open_location
-from tuning.storage_checks import check_existing
-from tuning.study import PRUNERS, SAMPLERS, create_or_resume, make_pruner, make_sampler
+import tuning.study.lifecycle
+from tuning.cli.search_output import summary
+from tuning.study.baseline import BASELINE_AFTER, queue_baseline_if_due, tutorial_params
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import PRUNERS, SAMPLERS, create_or_resume, make_pruner, make_sampler
+from tuning.study.protocol import StudyRecord
+from tuning.study.storage import Location
+from tuning.study.storage import open_storage as open_location
+from tuning.study.storage_checks import check_existing
 
 RECORD = StudyRecord(epochs=3, val_size=100, split_seed=0, train_size=500, seed=0)
 ATTRS = {"epochs": 3, "val_size": 100, "split_seed": 0, "train_size": 500, "seed": 0}
@@ -192,7 +192,7 @@ def test_a_process_that_loads_the_study_while_another_sets_it_up_waits_for_its_s
 ):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     creating = _bare_study(storage)
-    creator = threading.Timer(1.0, tuning.study._set_up, args=(creating, ATTRS))
+    creator = threading.Timer(1.0, tuning.study.lifecycle._set_up, args=(creating, ATTRS))
     creator.start()
     try:
         study, resumed = create_or_resume(storage, "s", sampler_name="tpe",
@@ -206,7 +206,7 @@ def test_a_process_that_loads_the_study_while_another_sets_it_up_waits_for_its_s
 def test_a_process_that_arrives_during_set_up_with_other_epochs_is_still_refused(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     creating = _bare_study(storage)
-    creator = threading.Timer(1.0, tuning.study._set_up, args=(creating, ATTRS))
+    creator = threading.Timer(1.0, tuning.study.lifecycle._set_up, args=(creating, ATTRS))
     creator.start()
     try:
         with pytest.raises(StudyError, match="--epochs 3"):
@@ -219,7 +219,7 @@ def test_a_process_that_arrives_during_set_up_with_other_epochs_is_still_refused
 def test_a_study_whose_creator_died_during_set_up_is_set_up_by_the_next_run(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(tuning.study, "SETUP_WAIT_S", 0.5)
+    monkeypatch.setattr(tuning.study.lifecycle, "SETUP_WAIT_S", 0.5)
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     _bare_study(storage)
     study, _ = create_or_resume(storage, "s", sampler_name="tpe", pruner_name="median", seed=0,
@@ -231,7 +231,7 @@ def test_a_study_whose_creator_died_during_set_up_is_set_up_by_the_next_run(
 def test_a_study_with_trials_of_its_own_is_refused_without_waiting(tmp_path, monkeypatch):
     # Made by plain Optuna: trials, but none of the record the search writes first. Before,
     # the search resumed it and added trials; now it is refused at once and left untouched.
-    monkeypatch.setattr(tuning.study, "SETUP_WAIT_S", 600)
+    monkeypatch.setattr(tuning.study.lifecycle, "SETUP_WAIT_S", 600)
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     foreign = _bare_study(storage)
     foreign.tell(foreign.ask(), 0.5)

@@ -17,7 +17,7 @@ from model.data import CLASSES, load_split, locate, split_train_val
 from model.loops import evaluate
 from model.network import NeuralNetwork
 from tests.conftest import Searched, run_cli, run_main
-from tuning.holdout import NOTE_HEADING, record_on_study
+from tuning.results.holdout import NOTE_HEADING, record_on_study
 
 STUDY = "fashion-mnist"
 VAL_SIZE = 100  # the session study's --val-size

@@ -17,9 +17,9 @@ import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from tuning.signals import Stopped
-from tuning.stale import close_left_running
-from tuning.trials import run_trials
+from tuning.study.stale import close_left_running
+from tuning.workers.signals import Stopped
+from tuning.workers.trial_loop import run_trials
 
 pytestmark = pytest.mark.fast
 

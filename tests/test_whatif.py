@@ -8,7 +8,7 @@ import optuna
 from optuna.trial import TrialState, create_trial
 
 from tests.conftest import run_main
-from tuning.replay import curves, recorded_outcome, replay, settings, top_trials
+from tuning.results.replay import curves, recorded_outcome, replay, settings, top_trials
 
 # Six good trials, then a poor one, then one the study's pruner stopped after epoch 1.
 CURVES = [[0.50, 0.60, 0.70], [0.80, 0.85, 0.90], [0.70, 0.75, 0.80], [0.60, 0.70, 0.75],

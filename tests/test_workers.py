@@ -19,11 +19,11 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import ROOT, SEARCHED_ARGS, run_main
-from tuning.errors import StudyError
-from tuning.storage import Location
-from tuning.storage_checks import check_existing
-from tuning.study import make_sampler
-from tuning.trials import threads_per_worker
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import make_sampler
+from tuning.study.storage import Location
+from tuning.study.storage_checks import check_existing
+from tuning.workers.cores import threads_per_worker
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

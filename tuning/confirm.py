@@ -3,8 +3,8 @@
 Trains each of the ``--top`` best configurations ``--seeds`` more times, from seeds the search
 never used, on the search's own split and epochs, and records every run on the study at once
 (so an interrupted confirmation resumes where it stopped). Export and train then take the
-configuration with the highest mean last-epoch validation accuracy (``tuning.selection`` says
-why) instead of the single luckiest trial.
+configuration with the highest mean last-epoch validation accuracy (``tuning.results.selection``
+says why) instead of the single luckiest trial.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ import torch
 
 from model.data import DEFAULT_DATA_DIR, DataError, load_searched_split
 from model.loops import flush_denormals
-from tuning import confirmation
-from tuning.cli import (
+from tuning.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     HelpFormatter,
@@ -32,16 +31,17 @@ from tuning.cli import (
     quiet_optuna,
     stoppable,
 )
-from tuning.device import resolve_device
-from tuning.errors import StudyError
-from tuning.precision import DEFAULT_PRECISION, PRECISION_CHOICES, choose_precision
-from tuning.protocol import StudyRecord
-from tuning.selection import Choice, Run, confirmed, record_run
-from tuning.signals import exit_status, stop_reason
-from tuning.space import describe
-from tuning.storage import Location
-from tuning.study import DEFAULT_STUDY_NAME, load_study
-from tuning.trials import check_workers
+from tuning.results import confirmation
+from tuning.results.selection import Choice, Run, confirmed, record_run
+from tuning.space.hyperparameters import describe
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
+from tuning.study.protocol import StudyRecord
+from tuning.study.storage import Location
+from tuning.training.device import resolve_device
+from tuning.training.precision import DEFAULT_PRECISION, PRECISION_CHOICES, choose_precision
+from tuning.workers.cores import check_workers
+from tuning.workers.signals import exit_status, stop_reason
 
 PROG = "python -m tuning.confirm"
 

@@ -11,7 +11,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 from optuna_dashboard import wsgi
 
-from tuning.cli import (
+from tuning.cli.common import (
     EXIT_OK,
     HelpFormatter,
     Parser,
@@ -20,11 +20,11 @@ from tuning.cli import (
     quiet_optuna,
     stoppable,
 )
-from tuning.errors import StudyError
-from tuning.signals import exit_status
-from tuning.storage import Location, open_storage
-from tuning.storage_checks import check_existing
-from tuning.study import DEFAULT_STUDY_NAME
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME
+from tuning.study.storage import Location, open_storage
+from tuning.study.storage_checks import check_existing
+from tuning.workers.signals import exit_status
 
 PROG = "python -m tuning.dashboard"
 HOST = "127.0.0.1"  # this machine only: the dashboard can edit notes and delete studies

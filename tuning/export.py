@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tuning.artifacts import DEFAULT_OUT, export
-from tuning.cli import (
+from tuning.cli.common import (
     EXIT_OK,
     HelpFormatter,
     Parser,
@@ -15,9 +14,10 @@ from tuning.cli import (
     quiet_optuna,
     stoppable,
 )
-from tuning.errors import StudyError
-from tuning.storage import Location
-from tuning.study import DEFAULT_STUDY_NAME, load_study
+from tuning.results.files import DEFAULT_OUT, export
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
+from tuning.study.storage import Location
 
 PROG = "python -m tuning.export"
 

@@ -1,6 +1,6 @@
 """python -m tuning.report: a study's pictures as HTML and PNG, and an index page with a summary.
 
-The pictures are drawn by ``tuning.pictures``; this tool adds the index page that links them
+The pictures are drawn by ``tuning.results.pictures``; this tool adds the index page that links them
 under a summary of the study, its chosen configuration and its test result.
 """
 
@@ -18,9 +18,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from tuning.artifacts import DEFAULT_OUT, best_config, metrics_path, read_metrics, write_atomically
-from tuning.baseline import finished_baseline, pruned_at
-from tuning.cli import (
+from tuning.cli.common import (
     EXIT_OK,
     HelpFormatter,
     Parser,
@@ -29,11 +27,19 @@ from tuning.cli import (
     quiet_optuna,
     stoppable,
 )
-from tuning.errors import StudyError
-from tuning.pictures import CONFUSION_TITLE, Picture, draw_confusion, draw_study
-from tuning.space import LR_HIGH, LR_LOW
-from tuning.storage import Location
-from tuning.study import DEFAULT_STUDY_NAME, load_study
+from tuning.results.files import (
+    DEFAULT_OUT,
+    best_config,
+    metrics_path,
+    read_metrics,
+    write_atomically,
+)
+from tuning.results.pictures import CONFUSION_TITLE, Picture, draw_confusion, draw_study
+from tuning.space.hyperparameters import LR_HIGH, LR_LOW
+from tuning.study.baseline import finished_baseline, pruned_at
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
+from tuning.study.storage import Location
 
 PROG = "python -m tuning.report"
 # The best lr counts as at the edge when it lies within this many decades of LR_LOW or LR_HIGH

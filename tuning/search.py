@@ -24,8 +24,7 @@ from model.data import (
 )
 from model.kernels import HardwareChoice, fp32_kernel
 from model.loops import EpochResult, flush_denormals
-from tuning.baseline import queue_baseline_if_due, tutorial_params
-from tuning.cli import (
+from tuning.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     claim_cores,
@@ -33,14 +32,20 @@ from tuning.cli import (
     quiet_optuna,
     stoppable,
 )
-from tuning.device import resolve_device
-from tuning.errors import StudyError
-from tuning.objective import Objective
-from tuning.precision import choose_precision
-from tuning.protocol import StudyRecord
-from tuning.search_output import Progress, interrupted, summary
-from tuning.search_settings import PROG, SearchSettings, parse_settings
-from tuning.signals import (
+from tuning.cli.search_output import Progress, interrupted, summary
+from tuning.cli.search_settings import PROG, SearchSettings, parse_settings
+from tuning.space.file import Space, load_space
+from tuning.study.baseline import queue_baseline_if_due, tutorial_params
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import count_finished, create_or_resume
+from tuning.study.protocol import StudyRecord
+from tuning.study.storage import Location, heartbeat_of, open_storage
+from tuning.study.storage_checks import check_existing, check_writable
+from tuning.training.device import resolve_device
+from tuning.training.objective import Objective
+from tuning.training.precision import choose_precision
+from tuning.workers.cores import threads_per_worker
+from tuning.workers.signals import (
     Stopped,
     die_with_parent,
     exit_status,
@@ -48,12 +53,8 @@ from tuning.signals import (
     stop_reason,
     supervisor_pid,
 )
-from tuning.spacefile import Space, load_space
-from tuning.storage import Location, heartbeat_of, open_storage
-from tuning.storage_checks import check_existing, check_writable
-from tuning.study import count_finished, create_or_resume
-from tuning.supervisor import WorkerExit, supervise
-from tuning.trials import run_trials, threads_per_worker
+from tuning.workers.supervisor import WorkerExit, supervise
+from tuning.workers.trial_loop import run_trials
 
 
 @dataclass

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tuning.cli import EXIT_FAILED, EXIT_OK, HelpFormatter, Parser
-from tuning.spacefile import BUILTIN, Space, SpaceError, builtin_path, load_space
+from tuning.cli.common import EXIT_FAILED, EXIT_OK, HelpFormatter, Parser
+from tuning.space.file import BUILTIN, Space, SpaceError, builtin_path, load_space
 
 PROG = "python -m tuning.spacetool"
 

@@ -30,7 +30,18 @@ from model.data import (
 )
 from model.loops import EpochResult, flush_denormals, warm_up_optimizers
 from model.scoring import score
-from tuning.artifacts import (
+from tuning.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    HelpFormatter,
+    Parser,
+    add_data_and_device_arguments,
+    claim_cores,
+    fail,
+    quiet_optuna,
+    stoppable,
+)
+from tuning.results.files import (
     DEFAULT_OUT,
     LOAD_CALL,
     library_versions,
@@ -42,28 +53,16 @@ from tuning.artifacts import (
     write_metrics,
     write_weights,
 )
-from tuning.cli import (
-    EXIT_FAILED,
-    EXIT_OK,
-    HelpFormatter,
-    Parser,
-    add_data_and_device_arguments,
-    claim_cores,
-    fail,
-    quiet_optuna,
-    stoppable,
-)
-from tuning.device import resolve_device
-from tuning.errors import StudyError
-from tuning.holdout import record_on_study
-from tuning.protocol import derive_seed
-from tuning.retrain import Retrained, replays_trial, retrain
-from tuning.signals import deferred, exit_status, stop_reason
-from tuning.space import Hyperparameters, describe
-from tuning.study import DEFAULT_STUDY_NAME
+from tuning.results.holdout import record_on_study
+from tuning.space.hyperparameters import Hyperparameters, describe
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME
+from tuning.study.protocol import derive_seed
+from tuning.training.device import resolve_device
+from tuning.training.retrain import TRAIN_ON, Retrained, replays_trial, retrain
+from tuning.workers.signals import deferred, exit_status, stop_reason
 
 PROG = "python -m tuning.train"
-TRAIN_ON = ("train", "train+val")  # the search's training images; or those plus validation
 
 
 @dataclass(frozen=True)

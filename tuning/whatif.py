@@ -1,8 +1,8 @@
 """python -m tuning.whatif: would another pruner have saved epochs, or lost a good trial?
 
 Replays a finished study's recorded per-epoch validation curves under other pruners and
-settings (``tuning.replay``), at no training cost, and prints for each: the epochs the search
-would have trained, how many it saves against no pruning, the trials it would have stopped,
+settings (``tuning.results.replay``), at no training cost, and prints for each: the epochs the
+search would have trained, how many it saves against no pruning, the trials it would have stopped,
 and whether it would have stopped any trial that ended in the study's top 5. It answers "is
 my pruner too aggressive?" from the study's own data.
 """
@@ -12,11 +12,26 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from tuning.cli import EXIT_OK, HelpFormatter, Parser, add_study_arguments, fail, quiet_optuna
-from tuning.errors import StudyError
-from tuning.replay import TOP, Outcome, curves, recorded_outcome, replay, settings, top_trials
-from tuning.storage import Location
-from tuning.study import DEFAULT_STUDY_NAME, load_study
+from tuning.cli.common import (
+    EXIT_OK,
+    HelpFormatter,
+    Parser,
+    add_study_arguments,
+    fail,
+    quiet_optuna,
+)
+from tuning.results.replay import (
+    TOP,
+    Outcome,
+    curves,
+    recorded_outcome,
+    replay,
+    settings,
+    top_trials,
+)
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
+from tuning.study.storage import Location
 
 PROG = "python -m tuning.whatif"
 

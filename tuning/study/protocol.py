@@ -16,10 +16,14 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial
 
-from tuning.errors import StudyError
+from tuning.study.errors import StudyError
 
 # Study user attributes whose values fix what a trial's value means; a resume must match them.
 BINDING_KEYS = ("epochs", "val_size", "split_seed")
+# Their defaults: the search's, and every benchmark's that trains as a search trial does.
+EPOCHS = 10  # as in the tutorial
+VAL_SIZE = 10_000  # validation images taken from the 60,000 training images
+SPLIT_SEED = 0  # fixes which images are validation, the same for every study
 METRIC_NAME = "val_accuracy"  # what a trial's value is: its best validation accuracy
 
 # Trial user attributes.

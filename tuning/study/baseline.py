@@ -16,9 +16,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuning.protocol import BASELINE_ATTRS, SPACE_ATTR, SPACE_NAME_ATTR
-from tuning.space import TUTORIAL
-from tuning.spacefile import space_of
+from tuning.space.file import space_of
+from tuning.space.hyperparameters import TUTORIAL
+from tuning.study.protocol import BASELINE_ATTRS, SPACE_ATTR, SPACE_NAME_ATTR
 
 BASELINE_AFTER = 10  # trials before the tutorial's: as many as TPE's random start-up trials
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward --n-trials

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from tuning.signals import STOP_SIGNALS, SUPERVISOR_ENV, Stopped, exit_status
+from tuning.workers.signals import STOP_SIGNALS, SUPERVISOR_ENV, Stopped, exit_status
 
 WORKER_FLAG = "--worker"  # hidden flag: "you are worker k", added to each worker's command line
 POLL_S = 0.2  # how often the supervisor looks at its workers

@@ -13,23 +13,25 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from tuning.baseline import FINISHED, is_baseline
-from tuning.errors import StudyError
-from tuning.protocol import (
+from tuning.space.file import check_resume
+from tuning.space.hyperparameters import distributions
+from tuning.study.baseline import FINISHED, is_baseline
+from tuning.study.errors import StudyError
+from tuning.study.protocol import (
     BINDING_KEYS,
     METRIC_NAME,
     SPACE_ATTR,
     SPACE_NAME_ATTR,
     StudyRecord,
 )
-from tuning.space import distributions
-from tuning.spacefile import check_resume
-from tuning.storage import Location, open_storage
-from tuning.storage_checks import check_existing
+from tuning.study.storage import Location, open_storage
+from tuning.study.storage_checks import check_existing
 
 DEFAULT_STUDY_NAME = "fashion-mnist"
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("median", "hyperband", "successive-halving", "none")
+DEFAULT_SAMPLER = "tpe"
+DEFAULT_PRUNER = "successive-halving"  # chosen on recorded curves (docs/decisions.md)
 
 # The defaults were chosen on recorded learning curves (docs/decisions.md, "Search defaults"):
 TPE_STARTUP_TRIALS = 10  # random trials before TPE models the others

@@ -1,6 +1,6 @@
 """Reading and checking a search-space file: every problem found, one line each.
 
-``tuning.spacefile`` turns the checked parameters into a ``Space``; this module knows the
+``tuning.space.file`` turns the checked parameters into a ``Space``; this module knows the
 format (the keys of each table) and the knobs the network and loops have (``KNOBS``).
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tuning.space import KNOBS
+from tuning.space.hyperparameters import KNOBS
 
 REQUIRED = ("lr", "batch_size", "optimizer")  # every trial needs these to train at all
 TYPES = ("float", "int", "categorical", "fixed")

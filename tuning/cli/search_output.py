@@ -9,10 +9,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from model.loops import EpochResult
-from tuning.baseline import finished_baseline, pruned_at
-from tuning.protocol import DIVERGED, PRUNED_REASON_ATTR
-from tuning.space import describe
-from tuning.study import count_finished, count_states
+from tuning.space.hyperparameters import describe
+from tuning.study.baseline import finished_baseline, pruned_at
+from tuning.study.lifecycle import count_finished, count_states
+from tuning.study.protocol import DIVERGED, PRUNED_REASON_ATTR
 
 PARAMS_WIDTH = 30  # describe(params) padded to this, so the trial lines stay in columns
 

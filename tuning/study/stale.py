@@ -41,7 +41,7 @@ def close_left_running(study: optuna.Study, trial_id: int) -> bool:
     Optuna marks a trial failed when its objective raises, but when that one write fails
     (a storage error as a stop lands, while every worker writes its own failure at once) the
     trial would stay RUNNING until its heartbeats go stale, or for good where there are none.
-    Tried ``CLOSE_ATTEMPTS`` times; ``tuning.trials`` holds stop signals meanwhile.
+    Tried ``CLOSE_ATTEMPTS`` times; ``tuning.workers.trial_loop`` holds stop signals meanwhile.
     """
     storage = study._storage
     pause = CLOSE_PAUSE_S

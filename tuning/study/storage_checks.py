@@ -14,8 +14,8 @@ import tempfile
 from contextlib import closing
 from pathlib import Path
 
-from tuning.errors import StudyError
-from tuning.storage import Location
+from tuning.study.errors import StudyError
+from tuning.study.storage import Location
 
 MIN_FREE_BYTES = 16 * 2**20  # a study database of thousands of trials stays well below this
 _SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -1,7 +1,7 @@
-"""Search spaces as TOML files: load one (checked by ``tuning.spacecheck``), sample it.
+"""Search spaces as TOML files: load one (checked by ``tuning.space.check``), sample it.
 
 A file holds one table per parameter, named after a knob of the network or training loops
-(``tuning.spacecheck.KNOBS``); ``tuning/spaces/*.toml`` document the format by example. A
+(``tuning.space.check.KNOBS``); ``tuning/space/builtin/*.toml`` document the format by example. A
 study stores its space's text, so every tool rebuilds the space from the study alone.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import optuna
 
-from tuning.spacecheck import Param, SpaceError, check, order, same, show
+from tuning.space.check import Param, SpaceError, check, order, same, show
 
 BUILTIN = ("tutorial", "extended")
-SPACES_DIR = Path(__file__).parent / "spaces"
+SPACES_DIR = Path(__file__).parent / "builtin"
 __all__ = ["BUILTIN", "SPACES_DIR", "Param", "Space", "SpaceError", "builtin_path",
            "load_space", "parse_space"]
 

@@ -20,8 +20,11 @@ from typing import Any
 
 import optuna
 
-from tuning.errors import StudyError
-from tuning.protocol import (
+from tuning.results.selection import chosen
+from tuning.space.hyperparameters import TUTORIAL, Hyperparameters
+from tuning.study.errors import StudyError
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME, count_states, load_study
+from tuning.study.protocol import (
     HISTORY_KEYS,
     KERNEL_ATTR,
     PRECISION_ATTR,
@@ -30,10 +33,7 @@ from tuning.protocol import (
     THREADS_ATTR,
     configuration,
 )
-from tuning.selection import chosen
-from tuning.space import TUTORIAL, Hyperparameters
-from tuning.storage import Location
-from tuning.study import DEFAULT_STUDY_NAME, count_states, load_study
+from tuning.study.storage import Location
 
 DEFAULT_OUT = Path("studies")
 LOAD_CALL = "NeuralNetwork().load_state_dict(torch.load(PATH, weights_only=True))"

@@ -12,10 +12,9 @@ from typing import NoReturn, Protocol
 
 import optuna
 
-from tuning import cores
-from tuning.device import DEVICES
-from tuning.signals import exit_status, raise_on_stop_signals, stop_reason
-from tuning.trials import cpu_cores
+from tuning.training.device import DEVICES
+from tuning.workers import cores
+from tuning.workers.signals import exit_status, raise_on_stop_signals, stop_reason
 
 
 class Main(Protocol):
@@ -101,7 +100,7 @@ def claim_cores(prog: str, device_type: str, threads: int) -> None:
     """
     if device_type != "cpu":
         return
-    warning = cores.crowding(cores.claim(prog, threads), threads, cpu_cores())
+    warning = cores.crowding(cores.claim(prog, threads), threads, cores.cpu_cores())
     if warning is not None:
         print(f"{prog}: warning: {warning}", file=sys.stderr, flush=True)
 

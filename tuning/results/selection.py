@@ -20,8 +20,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuning.errors import StudyError
-from tuning.protocol import CONFIRM_PLAN_ATTR, confirm_runs_key, derive_seed
+from tuning.study.errors import StudyError
+from tuning.study.protocol import CONFIRM_PLAN_ATTR, confirm_runs_key, derive_seed
 
 BY_VALUE = "no confirmation: the best trial by value"  # how the unconfirmed choice is named
 

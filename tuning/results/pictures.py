@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from tuning.artifacts import write_atomically
+from tuning.results.files import write_atomically
 
 PLOTTED_PARAMS = ["lr", "batch_size", "optimizer"]  # the slice and parallel-coordinate axes
 PNG_DPI = 150

@@ -11,7 +11,9 @@ import torch
 
 from model.data import TrainValSplit
 from model.loops import EpochResult, run_epochs, shuffle_buffer, warm_up_optimizers
-from tuning.protocol import (
+from tuning.space.file import Space, load_space
+from tuning.space.hyperparameters import Hyperparameters
+from tuning.study.protocol import (
     DIVERGED,
     FIXED_PARAMS_ATTR,
     HISTORY_KEYS,
@@ -22,9 +24,7 @@ from tuning.protocol import (
     THREADS_ATTR,
     derive_seed,
 )
-from tuning.retrain import recipe, seeded_start
-from tuning.space import Hyperparameters
-from tuning.spacefile import Space, load_space
+from tuning.training.retrain import recipe, seeded_start
 
 # Called after every epoch of every trial with the trial's number and the epoch's numbers.
 EpochCallback = Callable[[int, EpochResult], None]

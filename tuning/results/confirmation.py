@@ -1,7 +1,7 @@
 """Train a study's best configurations again from fresh seeds: the plan and the runs.
 
-``tuning.selection`` explains why (a trial's value is partly luck) and reads the result; this
-module plans the runs (the ``top`` best distinct configurations x ``seeds`` seeds the search
+``tuning.results.selection`` explains why (a trial's value is partly luck) and reads the result;
+this module plans the runs (the ``top`` best distinct configurations x ``seeds`` seeds the search
 never used, on the search's own split and epochs) and trains them, in this process or in a
 pool of worker processes. The caller records each run as it ends (``selection.record_run``),
 so an interrupted confirmation resumes where it stopped.
@@ -24,11 +24,11 @@ from optuna.trial import FrozenTrial, TrialState
 from model.data import TrainValSplit, load_searched_split
 from model.kernels import HardwareChoice
 from model.loops import flush_denormals, warm_up_optimizers
-from tuning.errors import StudyError
-from tuning.protocol import CONFIRM_PLAN_ATTR, StudyRecord, configuration, derive_seed
-from tuning.retrain import retrain_one, retrain_seeds
-from tuning.selection import Run, candidates, recorded_runs
-from tuning.space import Hyperparameters
+from tuning.results.selection import Run, candidates, recorded_runs
+from tuning.space.hyperparameters import Hyperparameters
+from tuning.study.errors import StudyError
+from tuning.study.protocol import CONFIRM_PLAN_ATTR, StudyRecord, configuration, derive_seed
+from tuning.training.retrain import retrain_one, retrain_seeds
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """A point of a search space (``Hyperparameters``), the hard-wired tutorial space, and how a
-point is written for people. Spaces as files: ``tuning.spacefile``."""
+point is written for people. Spaces as files: ``tuning.space.file``."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class Hyperparameters:
     batch_size: int
     optimizer: str
     # The other knobs; the defaults are the tutorial's, so a point without them trains as the
-    # tutorial does (``tuning.spacecheck.KNOBS`` names the same knobs; a test keeps them equal).
+    # tutorial does (``tuning.space.check.KNOBS`` names the same knobs; a test keeps them equal).
     momentum: float = 0.0  # SGD's
     nesterov: bool = False  # SGD's, with momentum
     weight_decay: float = 0.0  # decoupled for Adam and AdamW
@@ -122,7 +122,7 @@ class Hyperparameters:
         return point
 
 
-# The tutorial's own configuration: a trial of every study (tuning.baseline), the one to beat.
+# The tutorial's own configuration: a trial of every study (tuning.study.baseline), the one to beat.
 TUTORIAL = Hyperparameters(lr=1e-3, batch_size=64, optimizer="SGD")
 
 # How describe() names a parameter, and the order it writes them in; others follow as stored.

@@ -23,46 +23,15 @@ from typing import IO, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuning.protocol import WORKER_ATTR
-from tuning.signals import STOP_SIGNALS, Stopped
-from tuning.stale import TAKEN, close_left_running, fail_stale_trials
-from tuning.study import FINISHED
+from tuning.study.lifecycle import FINISHED
+from tuning.study.protocol import WORKER_ATTR
+from tuning.study.stale import TAKEN, close_left_running, fail_stale_trials
+from tuning.workers.signals import STOP_SIGNALS, Stopped
 
 POLL_S = 0.2  # how often a process waiting for others' last trials checks for a stop signal
 RECOUNT_S = 1.0  # how often it counts the study's trials again
 
 Callback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on (its affinity set where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def check_workers(workers: int) -> None:
-    """Refuse more worker processes than this process has cores.
-
-    Each worker is a process that imports torch and loads the data (0.5-1.5 GB of memory); on
-    a CPU, more of them than cores only take turns on the same cores (see docs/scale-out.md).
-
-    Raises:
-        ValueError: ``workers`` exceeds the cores, with what to use instead.
-    """
-    cores = cpu_cores()
-    if workers > cores:
-        raise ValueError(
-            f"--workers {workers} is more than the {cores} CPU core(s) this process may use: "
-            "each worker is a process that imports torch and loads the data (0.5-1.5 GB), "
-            f"and more workers than cores only wait on each other. Use --workers {cores} or "
-            "fewer; to add machines, run the same command on each of them."
-        )
-
-
-def threads_per_worker(workers: int) -> int:
-    """Torch threads for each of ``workers`` processes: the cores split evenly, at least 1."""
-    return max(1, cpu_cores() // workers)
 
 
 class _StartGate:

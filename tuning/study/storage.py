@@ -2,7 +2,7 @@
 
 Three kinds of storage: a SQLite file (the default, ``studies/<study>.db``), an Optuna journal
 file (a path ending in ``.log``, for file systems that several machines mount) and a database
-server (PostgreSQL, MySQL: any URL SQLAlchemy and Optuna accept). ``tuning.storage_checks``
+server (PostgreSQL, MySQL: any URL SQLAlchemy and Optuna accept). ``tuning.study.storage_checks``
 checks a location before anything is written to it.
 """
 
@@ -31,8 +31,8 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 
-from tuning.errors import StudyError
-from tuning.reconnect import PatientRDBStorage, connect_patiently
+from tuning.study.errors import StudyError
+from tuning.study.reconnect import PatientRDBStorage, connect_patiently
 
 SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite lock instead of failing at once
 HEARTBEAT_S = 10  # default --heartbeat: a running trial records that it is alive this often

@@ -13,8 +13,8 @@ from typing import Any
 import optuna
 from optuna_dashboard import get_note, save_note
 
-from tuning.protocol import TEST_ATTRS
-from tuning.space import describe
+from tuning.space.hyperparameters import describe
+from tuning.study.protocol import TEST_ATTRS
 
 NOTE_HEADING = "## Test split (python -m tuning.train)"  # the study note section this owns
 

@@ -8,12 +8,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model.data import DEFAULT_DATA_DIR
-from tuning.cli import HelpFormatter, Parser, add_data_and_device_arguments, add_study_arguments
-from tuning.precision import DEFAULT_PRECISION, PRECISION_CHOICES
-from tuning.storage import HEARTBEAT_S, Location
-from tuning.study import DEFAULT_STUDY_NAME, PRUNERS, SAMPLERS
-from tuning.supervisor import WORKER_FLAG
-from tuning.trials import check_workers
+from tuning.cli.common import (
+    HelpFormatter,
+    Parser,
+    add_data_and_device_arguments,
+    add_study_arguments,
+)
+from tuning.study.lifecycle import (
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    DEFAULT_STUDY_NAME,
+    PRUNERS,
+    SAMPLERS,
+)
+from tuning.study.protocol import EPOCHS, SPLIT_SEED, VAL_SIZE
+from tuning.study.storage import HEARTBEAT_S, Location
+from tuning.training.precision import DEFAULT_PRECISION, PRECISION_CHOICES
+from tuning.workers.cores import check_workers
+from tuning.workers.supervisor import WORKER_FLAG
 
 PROG = "python -m tuning.search"
 
@@ -26,14 +38,14 @@ class SearchSettings:
     storage: str | None = None  # None: sqlite:///studies/<study_name>.db
     n_trials: int = 20  # finished (complete or pruned) trials the study should reach in total
     timeout: float | None = None  # seconds for this run; None: no limit
-    epochs: int = 10  # as in the tutorial
-    sampler: str = "tpe"
-    pruner: str = "successive-halving"  # chosen on recorded curves (docs/decisions.md)
+    epochs: int = EPOCHS
+    sampler: str = DEFAULT_SAMPLER
+    pruner: str = DEFAULT_PRUNER
     seed: int = 0
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "auto"
-    val_size: int = 10_000  # taken from the 60,000 training images
-    split_seed: int = 0  # fixes which images are validation, the same for every study
+    val_size: int = VAL_SIZE
+    split_seed: int = SPLIT_SEED
     precision: str = DEFAULT_PRECISION  # auto: bf16 where native (docs/decisions.md)
     space: str = "tutorial"  # a built-in space's name or a space file's path
     workers: int = 1  # processes on this machine sharing the study; they split the CPU threads

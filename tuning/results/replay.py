@@ -20,7 +20,7 @@ from functools import partial
 import optuna
 from optuna.trial import TrialState
 
-from tuning.protocol import METRIC_NAME
+from tuning.study.protocol import METRIC_NAME
 
 TOP = 5  # "would it have stopped a trial that ended in the top 5?"
 

@@ -21,8 +21,9 @@ from model.loops import EpochResult, make_optimizer, run_epochs
 from model.network import NetworkConfig, NeuralNetwork
 from model.schedule import make_schedule
 from model.stacked import StackedMLP, run_stacked_epochs
-from tuning.space import Hyperparameters
+from tuning.space.hyperparameters import Hyperparameters
 
+TRAIN_ON = ("train", "train+val")  # the search's training images; or those plus validation
 
 def seeded_start(
     params: Hyperparameters, seed: int, device: torch.device

@@ -1,0 +1,8 @@
+"""What comes after the search: confirming, choosing, the files written, the test result.
+
+``confirmation`` trains the best configurations again from fresh seeds; ``selection`` decides
+which trial a study stands for; ``files`` writes and reads every file the suite produces (the
+best configuration, weights, metrics) atomically; ``holdout`` records the test result on the
+study; ``replay`` replays recorded curves under another pruner; ``pictures`` draws the report's
+figures.
+"""
