@@ -14,7 +14,13 @@ import optuna
 
 from tuning.training.device import DEVICES
 from tuning.workers import cores
-from tuning.workers.signals import exit_status, raise_on_stop_signals, stop_reason
+from tuning.workers.signals import (
+    Stopped,
+    exit_status,
+    raise_on_stop_signals,
+    redeliver,
+    stop_reason,
+)
 
 
 class Main(Protocol):
@@ -147,12 +153,19 @@ def quiet_optuna(level: int = logging.WARNING) -> None:
 
 def _drop_stops(hook: Callable[[sys.UnraisableHookArgs], object]
                 ) -> Callable[[sys.UnraisableHookArgs], object]:
-    """``hook`` for everything but a stop signal's ``KeyboardInterrupt``, which is dropped."""
+    """``hook`` for everything but a stop signal's ``KeyboardInterrupt``, which is not reported.
+
+    A ``Stopped`` that Python reports as unraisable landed in a finaliser and went no further:
+    the tool would go on as if never stopped (a search trained on to its target, a worker was
+    killed by its supervisor with its trial left RUNNING). So its signal is delivered again.
+    """
     if getattr(hook, "drops_stops", False):
         return hook
 
     def drop(unraisable: sys.UnraisableHookArgs) -> object:
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            if isinstance(unraisable.exc_value, Stopped):
+                redeliver(unraisable.exc_value.signum)
             return None
         return hook(unraisable)
 

@@ -23,6 +23,9 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 SUPERVISOR_ENV = "FASHION_TUNE_SUPERVISOR"  # a --workers worker's supervisor's pid
+# A lost stop comes back this much later: the finaliser it landed in has returned by then (they
+# take microseconds), and a user does not notice the wait.
+REDELIVER_S = 0.05
 _PR_SET_PDEATHSIG = 1  # Linux prctl option: a signal sent to this process when its parent dies
 
 
@@ -61,6 +64,19 @@ def raise_on_stop_signals(before: Callable[[], None] | None = None) -> None:
     for signum in STOP_SIGNALS:
         signal.signal(signum, on_stop)
 
+
+
+def redeliver(signum: int) -> None:
+    """Send ``signum`` to this process again, from another thread, ``REDELIVER_S`` from now.
+
+    For a stop that landed where Python cannot let an exception out (a finaliser, a weakref
+    callback: it reports the exception as unraisable and goes on). By the time the signal comes
+    back, the caller (the unraisable hook, the finaliser) has long returned, so its handler
+    raises where the program is, and the stop is not lost.
+    """
+    timer = threading.Timer(REDELIVER_S, os.kill, args=(os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
