@@ -127,8 +127,9 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_completes_the_study(
     url, name = store
     # TARGET trials: pairs enough that one is caught busy however fast the machine trains (an
     # Intel Xeon with AMX ran 4 trials of 100 epochs in 7 s, and the poll missed every pair).
-    # Heartbeat 2 s: a worker waiting for the other's last trial looks again every heartbeat.
-    command = _command(url, name, idx_dir, "--workers", "2", "--heartbeat", "2",
+    # Heartbeat 5 s (grace 15 s): a worker starved of the CPU by a loaded machine is not failed
+    # as stale before the signal; one waiting for the other's last trial still looks every 1 s.
+    command = _command(url, name, idx_dir, "--workers", "2", "--heartbeat", "5",
                        "--n-trials", str(TARGET), "--epochs", str(EPOCHS), "--pruner", "none",
                        "--sampler", "random")
     proc = _start(command, tmp_path)
@@ -159,7 +160,10 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_completes_the_study(
     trials = _trials(url, name)
     done = sum(t.state in FINISHED for t in trials)
     assert 1 <= done < TARGET and f"{done} of {TARGET} trials are finished" in err
-    assert [t.state for t in trials].count(TrialState.RUNNING) == 0
+    states = [(t.number, t.state.name, len(t.intermediate_values), t.user_attrs.get("worker"))
+              for t in trials]
+    assert [t.state for t in trials].count(TrialState.RUNNING) == 0, (
+        f"stopped after {stopped_after:.1f} s; trials {states}\n{out}{err}")
     # One per worker that Ctrl-C caught in a trial: both, unless one's trial ended in the moment
     # between the last poll and the signal (MARGIN epochs: under a second on a fast CPU), and
     # a worker between trials has none to fail.

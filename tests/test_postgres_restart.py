@@ -24,6 +24,10 @@ from tests.conftest import ROOT
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DOWN_S = 5  # how long the server stays away: well inside tuning.study.storage.RECONNECT_WAIT_S
+# A grace of 3 heartbeats (15 s) well beyond the outage: stopping and starting the server add
+# seconds on a loaded machine, and with 2 s (grace 6 s) the first worker back once failed the
+# other's live trial as stale, which is not what this test is about.
+HEARTBEAT_S = 5
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ def test_workers_wait_for_a_restarted_server_and_finish_the_study(server, tmp_pa
     command = [sys.executable, "-m", "tuning.search", "--storage", server.url, "--study-name",
                "restart", "--data-dir", str(idx_dir), "--val-size", "100", "--n-trials", "6",
                "--epochs", "40", "--pruner", "none", "--sampler", "random", "--workers", "2",
-               "--heartbeat", "2"]
+               "--heartbeat", str(HEARTBEAT_S)]
     proc = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
