@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 TUNING = ROOT / "tuning"
 COMMANDS = ("search", "confirm", "export", "train", "report", "dashboard", "spacetool", "whatif")
 PACKAGES = ("cli", "study", "space", "training", "workers", "results")
