@@ -34,7 +34,7 @@ from tuning.cli.common import (
 from tuning.results import confirmation
 from tuning.results.selection import Choice, Run, confirmed, record_run
 from tuning.space.hyperparameters import describe
-from tuning.study.errors import StudyError
+from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
 from tuning.study.protocol import StudyRecord
 from tuning.study.storage import Location
@@ -61,11 +61,11 @@ class ConfirmSettings:
     stack_seeds: str = "auto"  # a configuration's seeds as one stacked model (auto: on CUDA)
 
     def check(self) -> None:
-        """Raise ValueError naming the first flag whose value cannot work."""
+        """Raise UsageError naming the first flag whose value cannot work."""
         for flag, value in (("--top", self.top), ("--seeds", self.seeds),
                             ("--workers", self.workers)):
             if value < 1:
-                raise ValueError(f"{flag} must be at least 1, but got {value}.")
+                raise UsageError(f"{flag} must be at least 1, but got {value}.")
         check_workers(self.workers)
 
 
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.check()
         device = resolve_device(settings.device)
         if settings.workers > 1 and device.type != "cpu":
-            raise ValueError(f"--workers {settings.workers} is for the CPU; on {device} "
+            raise UsageError(f"--workers {settings.workers} is for the CPU; on {device} "
                              "use --workers 1.")
         location = Location.of(settings.storage, settings.study_name)
         study = load_study(location, settings.study_name)
@@ -117,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stacked = confirmation.stack_seeds(settings.stack_seeds, device)
         source, data = load_searched_split(settings.data_dir, record.val_size,
                                            record.split_seed, record.train_size)
-    except (ValueError, DataError, StudyError) as exc:
-        return fail(PROG, str(exc))
+    except (UsageError, DataError) as exc:
+        return fail(PROG, str(exc), exc=exc)
 
     confirmation.save_plan(study, planned)
     tasks = planned.tasks
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "command again to finish the rest.", flush=True)
         return exit_status(exc)
     except (DataError, OSError) as exc:
-        return fail(PROG, str(exc), status=EXIT_FAILED)
+        return fail(PROG, str(exc), status=EXIT_FAILED, exc=exc)
 
     choice, why = confirmed(study)
     _print_table(choice)

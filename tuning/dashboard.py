@@ -20,7 +20,7 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
-from tuning.study.errors import StudyError
+from tuning.study.errors import StudyError, UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME
 from tuning.study.storage import Location, open_storage
 from tuning.study.storage_checks import check_existing
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_optuna()
     try:
         if not 0 < args.port < 65536:
-            raise ValueError(f"--port must be between 1 and 65535, but got {args.port}.")
+            raise UsageError(f"--port must be between 1 and 65535, but got {args.port}.")
         location = Location.of(args.storage, args.study_name)
         url = location.url
         check_existing(location, must_exist=True)
@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno == errno.EADDRINUSE:
             return fail(PROG, f"port {args.port} on {HOST} is in use; pass another --port.")
         return fail(PROG, f"cannot listen on {HOST}:{args.port}: {exc.strerror or exc}.")
-    except (ValueError, StudyError) as exc:
-        return fail(PROG, str(exc))
+    except UsageError as exc:
+        return fail(PROG, str(exc), exc=exc)
     try:  # from here on Ctrl-C is a clean stop, wherever it lands
         print(f"Dashboard of {url}: {start}", flush=True)
         if study_page is not None:

@@ -15,7 +15,7 @@ from tuning.cli.common import (
     stoppable,
 )
 from tuning.results.files import DEFAULT_OUT, export
-from tuning.study.errors import StudyError
+from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
 from tuning.study.storage import Location
 
@@ -41,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         study = load_study(Location.of(args.storage, args.study_name), args.study_name)
         json_path, csv_path, config = export(study, args.out)
-    except (StudyError, OSError) as exc:
-        return fail(PROG, str(exc))
+    except (UsageError, OSError) as exc:
+        return fail(PROG, str(exc), exc=exc)
     print(f"Best configuration: {json_path}  (trial {config['trial_number']}, "
           f"{config['selected_by']})")
     print(f"All trials:         {csv_path}")

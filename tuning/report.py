@@ -37,7 +37,7 @@ from tuning.results.files import (
 from tuning.results.pictures import CONFUSION_TITLE, Picture, draw_confusion, draw_study
 from tuning.space.hyperparameters import LR_HIGH, LR_LOW
 from tuning.study.baseline import finished_baseline, pruned_at
-from tuning.study.errors import StudyError
+from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
 from tuning.study.storage import Location
 
@@ -197,12 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = None
         if args.metrics is not None or metrics_file.exists():
             if not metrics_file.exists():
-                raise ValueError(f"--metrics {metrics_file} does not exist; python -m "
+                raise UsageError(f"--metrics {metrics_file} does not exist; python -m "
                                  "tuning.train writes it.")
             metrics = read_metrics(metrics_file, args.study_name)
         report = write_report(study, out, metrics, metrics_file)
-    except (StudyError, ValueError, OSError) as exc:
-        return fail(PROG, str(exc))
+    except (UsageError, OSError) as exc:
+        return fail(PROG, str(exc), exc=exc)
     for warning in report.warnings:
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
     drawn = [p for p in report.pictures if p.written]

@@ -36,7 +36,7 @@ from tuning.cli.search_output import Progress, interrupted, summary
 from tuning.cli.search_settings import PROG, SearchSettings, parse_settings
 from tuning.space.file import Space, load_space
 from tuning.study.baseline import queue_baseline_if_due, tutorial_params
-from tuning.study.errors import StudyError
+from tuning.study.errors import UsageError
 from tuning.study.lifecycle import count_finished, create_or_resume
 from tuning.study.protocol import StudyRecord
 from tuning.study.storage import Location, heartbeat_of, open_storage
@@ -77,7 +77,7 @@ def _prepare(settings: SearchSettings) -> Prepared:
     """Check every input, load the data, then create or resume the study (in that order).
 
     Raises:
-        ValueError, DataError, StudyError: bad input; nothing was written.
+        UsageError, DataError: bad input; nothing was written.
     """
     settings.check()
     space = load_space(settings.space)  # a bad file fails before anything is written
@@ -202,8 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             die_with_parent(parent)  # no orphan keeps training after its supervisor died
     try:
         run = _prepare(settings)
-    except (ValueError, DataError, StudyError) as exc:
-        return fail(PROG, str(exc))
+    except (UsageError, DataError) as exc:
+        return fail(PROG, str(exc), exc=exc)
     _announce(run)
     if count_finished(run.study) >= settings.n_trials:
         if settings.worker:

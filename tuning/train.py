@@ -55,11 +55,11 @@ from tuning.results.files import (
 )
 from tuning.results.holdout import record_on_study
 from tuning.space.hyperparameters import Hyperparameters, describe
-from tuning.study.errors import StudyError
+from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME
 from tuning.study.protocol import derive_seed
 from tuning.training.device import resolve_device
-from tuning.training.retrain import TRAIN_ON, Retrained, replays_trial, retrain
+from tuning.training.retrain import TRAIN_ON, Diverged, Retrained, replays_trial, retrain
 from tuning.workers.signals import deferred, exit_status, stop_reason
 
 PROG = "python -m tuning.train"
@@ -81,16 +81,16 @@ class TrainSettings:
     device: str = "auto"
 
     def check(self) -> None:
-        """Raise ValueError naming the first flag whose value cannot work."""
+        """Raise UsageError naming the first flag whose value cannot work."""
         if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, but got {self.epochs}.")
+            raise UsageError(f"--epochs must be at least 1, but got {self.epochs}.")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be at least 1, but got {self.threads}.")
+            raise UsageError(f"--threads must be at least 1, but got {self.threads}.")
         if self.train_on not in TRAIN_ON:
-            raise ValueError(f"--train-on must be one of {', '.join(TRAIN_ON)}, "
+            raise UsageError(f"--train-on must be one of {', '.join(TRAIN_ON)}, "
                              f"but got {self.train_on!r}.")
         if self.study_name is not None and not self.study_name.strip():
-            raise ValueError("--study-name must not be empty.")
+            raise UsageError("--study-name must not be empty.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +166,7 @@ def _prepare(settings: TrainSettings) -> Job:
     """Resolve the configuration, seed, threads and data; nothing is written yet.
 
     Raises:
-        ValueError, DataError, StudyError: bad input, with the fix in the message.
+        UsageError, DataError: bad input, with the fix in the message.
     """
     settings.check()
     config, study, recorded = retrain_source(settings.config, settings.study_name,
@@ -225,8 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = resolve_device(settings.device)
         job = _prepare(settings)
-    except (ValueError, DataError, StudyError) as exc:
-        return fail(PROG, str(exc))
+    except (UsageError, DataError) as exc:
+        return fail(PROG, str(exc), exc=exc)
     threads = settings.threads or job.config.get("trial_threads")
     if threads is not None and device.type == "cpu":
         torch.set_num_threads(int(threads))
@@ -257,8 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if job.study is not None:
                 record_on_study(job.study, metrics)
             written = True
-    except (ValueError, DataError, OSError) as exc:
-        return fail(PROG, str(exc), status=EXIT_FAILED)
+    except (Diverged, DataError, OSError) as exc:
+        return fail(PROG, str(exc), status=EXIT_FAILED, exc=exc)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         done = "its files were written first" if written else "nothing was written"
         print(f"\n{stop_reason(exc)} during the retrain; {done}.", file=sys.stderr)

@@ -29,7 +29,7 @@ from tuning.results.replay import (
     settings,
     top_trials,
 )
-from tuning.study.errors import StudyError
+from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
 from tuning.study.storage import Location
 
@@ -62,8 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_optuna()
     try:
         study = load_study(Location.of(args.storage, args.study_name), args.study_name)
-    except (ValueError, StudyError) as exc:
-        return fail(PROG, str(exc))
+    except UsageError as exc:
+        return fail(PROG, str(exc), exc=exc)
     recorded, missing = curves(study)
     if not any(c.complete for c in recorded):
         return fail(PROG, f"study {args.study_name!r} has no completed trial with a recorded "

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import optuna
 
@@ -33,10 +35,31 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the work itself failed (a trial, the workers, a write)
 EXIT_USAGE = 2  # bad input: a flag, a file, a study that cannot be used as asked
 # Stopped by Ctrl-C, SIGTERM or SIGHUP: 128 + the signal, from signals.exit_status.
+DEBUG_ENV = "FASHION_TUNE_DEBUG"  # set (not empty, not 0): as --debug, for every tool
+_debug_flag = False  # the last parsed --debug of this process
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr, exit status 2."""
+    """An ArgumentParser whose errors are one line on stderr, exit status 2; it adds --debug."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        global _debug_flag
+        super().__init__(*args, **kwargs)
+        _debug_flag = False  # a tool builds its parser afresh for each run
+        # SUPPRESS: a subcommand's own --debug default must not reset the main parser's.
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help=f"after an error's one line, print its traceback (also: "
+                          f"{DEBUG_ENV}=1)")
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        global _debug_flag
+        parsed, extra = super().parse_known_args(args, namespace)
+        if hasattr(parsed, "debug"):  # given, to the tool or to its subcommand
+            _debug_flag = True
+            del parsed.debug  # not a setting of the tool: only how its errors are printed
+        return parsed, extra
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -93,8 +116,20 @@ def stoppable(prog: str) -> Callable[[Main], Main]:
     return decorate
 
 
-def fail(prog: str, message: str, status: int = EXIT_USAGE) -> int:
-    """Print ``message`` as the tool's error on stderr; return the exit status to use."""
+def debugging() -> bool:
+    """Whether errors are printed with their traceback: --debug, or $FASHION_TUNE_DEBUG set."""
+    return _debug_flag or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def fail(prog: str, message: str, status: int = EXIT_USAGE,
+         exc: BaseException | None = None) -> int:
+    """Print ``message`` as the tool's error on stderr; return the exit status to use.
+
+    Every error line of every tool is printed here. With --debug (``debugging()``), the
+    traceback of ``exc``, the error behind the message, follows the line.
+    """
+    if exc is not None and debugging():
+        message += "\n" + "".join(traceback.format_exception(exc)).rstrip()
     print(f"{prog}: error: {message}", file=sys.stderr)
     return status
 

@@ -14,6 +14,7 @@ from tuning.cli.common import (
     add_data_and_device_arguments,
     add_study_arguments,
 )
+from tuning.study.errors import UsageError
 from tuning.study.lifecycle import (
     DEFAULT_PRUNER,
     DEFAULT_SAMPLER,
@@ -57,25 +58,25 @@ class SearchSettings:
         return Location.of(self.storage, self.study_name)
 
     def check(self) -> None:
-        """Raise ValueError naming the first flag whose value cannot work."""
+        """Raise UsageError naming the first flag whose value cannot work."""
         if not self.study_name.strip():
-            raise ValueError("--study-name must not be empty.")
+            raise UsageError("--study-name must not be empty.")
         if self.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, but got {self.epochs}.")
+            raise UsageError(f"--epochs must be at least 1, but got {self.epochs}.")
         if self.n_trials < 1:
-            raise ValueError(f"--n-trials must be at least 1, but got {self.n_trials}.")
+            raise UsageError(f"--n-trials must be at least 1, but got {self.n_trials}.")
         if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
+            raise UsageError(f"--timeout must be a positive number of seconds, got {self.timeout}.")
         if self.precision not in PRECISION_CHOICES:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, but "
+            raise UsageError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, but "
                              f"got {self.precision!r}.")
         if self.val_size < 1:
-            raise ValueError(f"--val-size must be at least 1, but got {self.val_size}.")
+            raise UsageError(f"--val-size must be at least 1, but got {self.val_size}.")
         if self.workers < 1:
-            raise ValueError(f"--workers must be at least 1, but got {self.workers}.")
+            raise UsageError(f"--workers must be at least 1, but got {self.workers}.")
         check_workers(self.workers)
         if self.heartbeat < 1:
-            raise ValueError(
+            raise UsageError(
                 f"--heartbeat must be at least 1 second, but got {self.heartbeat}."
             )
 

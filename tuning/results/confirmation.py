@@ -26,7 +26,7 @@ from model.kernels import HardwareChoice
 from model.loops import flush_denormals, warm_up_optimizers
 from tuning.results.selection import Run, candidates, recorded_runs
 from tuning.space.hyperparameters import Hyperparameters
-from tuning.study.errors import StudyError
+from tuning.study.errors import StudyError, UsageError
 from tuning.study.protocol import CONFIRM_PLAN_ATTR, StudyRecord, configuration, derive_seed
 from tuning.training.retrain import retrain_one, retrain_seeds
 
@@ -93,7 +93,7 @@ def stack_seeds(requested: str, device: torch.device) -> HardwareChoice:
     if requested in ("yes", "no"):
         return HardwareChoice(requested, f"--stack-seeds {requested} was asked for")
     if requested != "auto":
-        raise ValueError(f"--stack-seeds must be one of {', '.join(STACK_CHOICES)}, but got "
+        raise UsageError(f"--stack-seeds must be one of {', '.join(STACK_CHOICES)}, but got "
                          f"{requested!r}.")
     if device.type == "cuda":
         return HardwareChoice("yes", "auto: on a GPU one batched product replaces several "

@@ -22,7 +22,7 @@ import optuna
 
 from tuning.results.selection import chosen
 from tuning.space.hyperparameters import TUTORIAL, Hyperparameters
-from tuning.study.errors import StudyError
+from tuning.study.errors import StudyError, UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, count_states, load_study
 from tuning.study.protocol import (
     HISTORY_KEYS,
@@ -133,7 +133,7 @@ def _network(params: dict[str, Any]) -> dict[str, Any] | None:
     study whose trials cannot be trained (not the search's)."""
     try:
         return Hyperparameters.from_params(params).network()
-    except ValueError:
+    except UsageError:
         return None
 
 
@@ -157,27 +157,27 @@ def read_best_config(path: Path) -> dict[str, Any]:
     """Read a best-configuration JSON written by ``export``.
 
     Raises:
-        ValueError: the file is missing, is not JSON, or lacks what a retrain needs.
+        UsageError: the file is missing, is not JSON, or lacks what a retrain needs.
     """
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"--config {path} does not exist; python -m tuning.export "
+        raise UsageError(f"--config {path} does not exist; python -m tuning.export "
                          "writes it (studies/<study>-best.json).") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--config {path} is not a JSON file: {exc}.") from None
+        raise UsageError(f"--config {path} is not a JSON file: {exc}.") from None
     missing = [key for key in _CONFIG_KEYS if not isinstance(config, dict) or key not in config]
     if missing:
-        raise ValueError(f"--config {path} is not a best configuration from "
+        raise UsageError(f"--config {path} is not a best configuration from "
                          f"python -m tuning.export: it lacks {', '.join(missing)}.")
     split = config["data_split"]
     if not isinstance(split, dict) or not all(
         isinstance(split.get(key), int) for key in ("val_size", "split_seed")
     ):
-        raise ValueError(f"--config {path} has no val_size and split_seed in its data_split; "
+        raise UsageError(f"--config {path} has no val_size and split_seed in its data_split; "
                          "export the study again with python -m tuning.export.")
     if not isinstance(config["epochs"], int) or config["epochs"] < 1:
-        raise ValueError(f"--config {path} has epochs {config['epochs']!r}; export the study "
+        raise UsageError(f"--config {path} has epochs {config['epochs']!r}; export the study "
                          "again with python -m tuning.export.")
     return config
 
@@ -190,7 +190,7 @@ def retrain_source(config_path: Path | None, study_name: str | None, storage: st
     ``storage``, else in the default file if that holds it), else from the study itself.
 
     Raises:
-        ValueError, StudyError: the file or study cannot be read, or they disagree.
+        UsageError: the file or study cannot be read, or they disagree.
     """
     if config_path is None:
         name = study_name or DEFAULT_STUDY_NAME
@@ -200,7 +200,7 @@ def retrain_source(config_path: Path | None, study_name: str | None, storage: st
     config = read_best_config(config_path)
     name = config["study_name"]
     if study_name is not None and study_name != name:
-        raise ValueError(f"--study-name {study_name!r} does not match the study "
+        raise UsageError(f"--study-name {study_name!r} does not match the study "
                          f"{name!r} that --config {config_path} names; leave it out.")
     if storage is not None:  # asked for: it must be there
         study = load_study(Location.parse(storage), name)
@@ -246,16 +246,16 @@ def read_metrics(path: Path, study_name: str) -> dict[str, Any]:
     """Read a test metrics JSON written by ``python -m tuning.train`` for ``study_name``.
 
     Raises:
-        ValueError: the file is not JSON, or is of another study.
+        UsageError: the file is not JSON, or is of another study.
     """
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read the test metrics {path}: {exc}.") from None
+        raise UsageError(f"cannot read the test metrics {path}: {exc}.") from None
     if not isinstance(metrics, dict) or "confusion_matrix" not in metrics:
-        raise ValueError(f"{path} is not a test metrics file of python -m tuning.train.")
+        raise UsageError(f"{path} is not a test metrics file of python -m tuning.train.")
     if metrics.get("study_name") != study_name:
-        raise ValueError(f"{path} holds the test result of study {metrics.get('study_name')!r}, "
+        raise UsageError(f"{path} holds the test result of study {metrics.get('study_name')!r}, "
                          f"not of {study_name!r}; pass the right --metrics.")
     return metrics
 

@@ -26,13 +26,26 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from tuning.results.files import write_atomically
+from tuning.space.file import space_of
+from tuning.study.protocol import SPACE_NAME_ATTR, space_text
 
-PLOTTED_PARAMS = ["lr", "batch_size", "optimizer"]  # the slice and parallel-coordinate axes
 PNG_DPI = 150
 MAX_LEGEND_TRIALS = 12  # a per-epoch PNG of more trials than this drops its legend
 CONFUSION_TITLE = "Confusion matrix of the retrained model on the test split"
+# Optuna's axis titles, and what they are in a study of this suite: a trial's value is its
+# best validation accuracy (the dashboard's metric name is val_accuracy), a step is an epoch.
+VALUE = "validation accuracy"  # Optuna's target_name: its axes, legends and colour bars
+AXIS_WORDS = {  # the titles Optuna's plots give without a target_name
+    "Objective Value": VALUE,
+    "val_accuracy": VALUE,
+    "Intermediate Value": VALUE,
+    "Step": "epoch",
+    "Trial": "trial",
+    "Hyperparameter Importance": "importance for validation accuracy",
+    "Hyperparameter": "parameter",
+}
 
-Plot = Callable[[optuna.Study], Any]
+Plot = Callable[[optuna.Study, list[str]], Any]  # a study and the parameters to plot
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,15 @@ class Picture:
     title: str
     written: bool
     why_not: str = ""
+
+
+def plotted_params(study: optuna.Study) -> list[str]:
+    """The parameters the study sampled, in its space file's order: the slice and
+    parallel-coordinate axes. Fixed values of the space (not sampled) have nothing to plot."""
+    sampled = {name for trial in study.get_trials(deepcopy=False) for name in trial.params}
+    space = space_of(space_text(study), study.user_attrs.get(SPACE_NAME_ATTR))
+    ordered = [p.name for p in space.params if p.name in sampled]
+    return ordered + sorted(sampled - set(ordered))
 
 
 def _intermediate_values_png(study: optuna.Study) -> Any:
@@ -61,18 +83,42 @@ def _intermediate_values_png(study: optuna.Study) -> Any:
 # stem, title, plotly function, matplotlib function: the study's own pictures, in page order.
 STUDY_PLOTS: tuple[tuple[str, str, Plot, Plot], ...] = (
     ("optimization_history", "Optimization history: validation accuracy per trial",
-     vis.plot_optimization_history, mvis.plot_optimization_history),
+     lambda s, _: vis.plot_optimization_history(s, target_name=VALUE),
+     lambda s, _: mvis.plot_optimization_history(s, target_name=VALUE)),
     ("intermediate_values", "Validation accuracy per epoch (pruned trials stop early)",
-     vis.plot_intermediate_values, _intermediate_values_png),
-    ("param_importances", "Parameter importances",
-     vis.plot_param_importances, mvis.plot_param_importances),
-    ("slice", "Validation accuracy against lr, batch size and optimizer",
-     lambda s: vis.plot_slice(s, params=PLOTTED_PARAMS),
-     lambda s: mvis.plot_slice(s, params=PLOTTED_PARAMS)),
-    ("parallel_coordinate", "Parallel coordinates of lr, batch size and optimizer",
-     lambda s: vis.plot_parallel_coordinate(s, params=PLOTTED_PARAMS),
-     lambda s: mvis.plot_parallel_coordinate(s, params=PLOTTED_PARAMS)),
+     lambda s, _: vis.plot_intermediate_values(s), lambda s, _: _intermediate_values_png(s)),
+    ("param_importances", "Parameter importances for validation accuracy",
+     lambda s, _: vis.plot_param_importances(s, target_name=VALUE),
+     lambda s, _: mvis.plot_param_importances(s, target_name=VALUE)),
+    ("slice", "Validation accuracy against each parameter the study searched",
+     lambda s, params: vis.plot_slice(s, params=params, target_name=VALUE),
+     lambda s, params: mvis.plot_slice(s, params=params, target_name=VALUE)),
+    ("parallel_coordinate", "Parallel coordinates of the parameters the study searched",
+     lambda s, params: vis.plot_parallel_coordinate(s, params=params, target_name=VALUE),
+     lambda s, params: mvis.plot_parallel_coordinate(s, params=params, target_name=VALUE)),
 )
+
+
+def _plotly_words(figure: go.Figure) -> go.Figure:
+    """``figure`` with Optuna's axis titles (``AXIS_WORDS``) said in this suite's words."""
+    for axis in [*figure.select_xaxes(), *figure.select_yaxes()]:
+        text = axis.title.text
+        if text in AXIS_WORDS:
+            axis.title.text = AXIS_WORDS[text]
+    for trace in figure.data:  # a parallel-coordinate plot's axes are its dimensions
+        for dimension in getattr(trace, "dimensions", None) or ():
+            if dimension.label in AXIS_WORDS:
+                dimension.label = AXIS_WORDS[dimension.label]
+    return figure
+
+
+def _matplotlib_words(figure: Figure) -> Figure:
+    """``figure`` with Optuna's axis labels (``AXIS_WORDS``) said in this suite's words."""
+    for ax in figure.axes:
+        for get, set_ in ((ax.get_xlabel, ax.set_xlabel), (ax.get_ylabel, ax.set_ylabel)):
+            if get() in AXIS_WORDS:
+                set_(AXIS_WORDS[get()])
+    return figure
 
 
 def confusion_figures(metrics: dict[str, Any]) -> tuple[go.Figure, Figure]:
@@ -130,7 +176,7 @@ def _write_picture(out: Path, stem: str, plotly_fig: go.Figure, figure: Figure) 
 
 
 def _draw(study: optuna.Study, out: Path, stem: str, title: str, plotly_plot: Plot,
-          matplotlib_plot: Plot) -> Picture:
+          matplotlib_plot: Plot, params: list[str]) -> Picture:
     """Draw one study plot both ways; a plot the study cannot support yet becomes a note."""
     figure = None
     try:
@@ -138,8 +184,8 @@ def _draw(study: optuna.Study, out: Path, stem: str, title: str, plotly_plot: Pl
             # Optuna marks its matplotlib plots experimental and warns on sparse studies; the
             # picture (or the note below) is what a reader needs.
             warnings.simplefilter("ignore")
-            plotly_fig = plotly_plot(study)
-            figure = _figure_of(matplotlib_plot(study))
+            plotly_fig = _plotly_words(plotly_plot(study, params))
+            figure = _matplotlib_words(_figure_of(matplotlib_plot(study, params)))
         _write_picture(out, stem, plotly_fig, figure)
     except (ValueError, RuntimeError, ZeroDivisionError, IndexError) as exc:
         return Picture(stem, title, written=False, why_not=" ".join(str(exc).split()))
@@ -152,7 +198,8 @@ def _draw(study: optuna.Study, out: Path, stem: str, title: str, plotly_plot: Pl
 def draw_study(study: optuna.Study, out: Path) -> list[Picture]:
     """Draw every picture of ``study`` into ``out``; one that cannot be drawn is a note."""
     out.mkdir(parents=True, exist_ok=True)
-    return [_draw(study, out, stem, title, plotly_plot, matplotlib_plot)
+    params = plotted_params(study)
+    return [_draw(study, out, stem, title, plotly_plot, matplotlib_plot, params)
             for stem, title, plotly_plot, matplotlib_plot in STUDY_PLOTS]
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tuning.space.hyperparameters import KNOBS
+from tuning.study.errors import UsageError
 
 REQUIRED = ("lr", "batch_size", "optimizer")  # every trial needs these to train at all
 TYPES = ("float", "int", "categorical", "fixed")
@@ -27,7 +28,7 @@ Bounds = tuple[float, float]
 _KIND_WORDS = {"float": "number", "int": "integer"}  # the kinds a range can have
 
 
-class SpaceError(ValueError):
+class SpaceError(UsageError):
     """A space file cannot be used; one line per problem, each naming the file and parameter."""
 
 

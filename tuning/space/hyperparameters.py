@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
+from tuning.study.errors import UsageError
+
 LR_LOW, LR_HIGH = 1e-5, 1e-1  # sampled log-uniformly
 BATCH_SIZES = (16, 32, 64, 128, 256)
 # The keys of model.loops.OPTIMIZERS, written out so that tools which only read a study
@@ -99,12 +101,12 @@ class Hyperparameters:
         """Read a point back from stored or exported parameters, checking it can train.
 
         Raises:
-            ValueError: a parameter is missing, garbled or cannot be trained with.
+            UsageError: a parameter is missing, garbled or cannot be trained with.
         """
         kinds = {f.name: type(getattr(TUTORIAL, f.name)) for f in fields(cls)}
         unknown = [key for key in params if key not in kinds]
         if unknown:
-            raise ValueError(f"the configuration's params {dict(params)} hold "
+            raise UsageError(f"the configuration's params {dict(params)} hold "
                              f"{', '.join(unknown)}, which the network and loops do not have.")
         try:
             point = cls(lr=float(params["lr"]), batch_size=int(params["batch_size"]),
@@ -112,12 +114,12 @@ class Hyperparameters:
                         **{key: kinds[key](value) for key, value in params.items()
                            if key not in CORE})
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"the configuration's params {dict(params)} lack or garble {exc}; "
+            raise UsageError(f"the configuration's params {dict(params)} lack or garble {exc}; "
                              "it needs lr, batch_size and optimizer.") from None
         if not (math.isfinite(point.lr) and point.lr > 0) or point.batch_size < 1:
-            raise ValueError(f"the configuration's params {dict(params)} cannot be trained with.")
+            raise UsageError(f"the configuration's params {dict(params)} cannot be trained with.")
         if point.optimizer not in OPTIMIZER_NAMES:
-            raise ValueError(f"the configuration's optimizer {point.optimizer!r} is not one of "
+            raise UsageError(f"the configuration's optimizer {point.optimizer!r} is not one of "
                              f"{', '.join(OPTIMIZER_NAMES)}.")
         return point
 

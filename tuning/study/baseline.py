@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from tuning.space.file import space_of
 from tuning.space.hyperparameters import TUTORIAL
-from tuning.study.protocol import BASELINE_ATTRS, SPACE_ATTR, SPACE_NAME_ATTR
+from tuning.study.protocol import BASELINE_ATTRS, SPACE_NAME_ATTR, space_text
 
 BASELINE_AFTER = 10  # trials before the tutorial's: as many as TPE's random start-up trials
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward --n-trials
@@ -34,7 +34,7 @@ def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
 def tutorial_params(study: optuna.Study) -> dict[str, Any] | None:
     """The tutorial's configuration as the study's parameters, or None where its space
     (``space_of`` its record) does not hold it (the extended space's SGD range, for one)."""
-    space = space_of(study.user_attrs.get(SPACE_ATTR), study.user_attrs.get(SPACE_NAME_ATTR))
+    space = space_of(space_text(study), study.user_attrs.get(SPACE_NAME_ATTR))
     return space.baseline(TUTORIAL.as_params(), asdict(TUTORIAL))
 
 

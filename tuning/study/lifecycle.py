@@ -20,9 +20,10 @@ from tuning.study.errors import StudyError
 from tuning.study.protocol import (
     BINDING_KEYS,
     METRIC_NAME,
-    SPACE_ATTR,
     SPACE_NAME_ATTR,
     StudyRecord,
+    space_text,
+    write_space,
 )
 from tuning.study.storage import Location, open_storage
 from tuning.study.storage_checks import check_existing
@@ -171,10 +172,10 @@ def create_or_resume(
         refuse_foreign(study, where)
         stored = _wait_for_setup(study, attrs)
         if stored is None:  # its creator died half-way: finish the setup here, as a creator
-            _set_up(study, attrs)
+            _set_up(study, attrs, record.space)
             stored = study.user_attrs
             creator = True
-        check_resume(study_name, (stored.get(SPACE_ATTR), stored.get(SPACE_NAME_ATTR)),
+        check_resume(study_name, (space_text(study), stored.get(SPACE_NAME_ATTR)),
                      (record.space, record.space_name))
         for key in BINDING_KEYS:
             if key in stored and key in attrs and stored[key] != attrs[key]:
@@ -206,7 +207,7 @@ def create_or_resume(
         return create_or_resume(storage, study_name, sampler_name=sampler_name,
                                 pruner_name=pruner_name, seed=seed, record=record, worker=worker,
                                 creator=False, where=where)
-    _set_up(study, attrs)
+    _set_up(study, attrs, record.space)
     return study, False
 
 
@@ -234,7 +235,7 @@ def refuse_foreign(study: optuna.Study, where: str) -> None:
     if missing and own:
         raise StudyError(f"{name} was not made by python -m tuning.search: it has {len(own)} "
                          f"trial(s) of its own but no {', '.join(missing)}; {fix}")
-    if SPACE_ATTR in study.user_attrs:
+    if space_text(study) is not None:
         return  # a study with its space on record: create_or_resume compares the spaces
     expected = distributions()  # older studies were all searched in the tutorial space
     for trial in trials:
@@ -247,12 +248,14 @@ def refuse_foreign(study: optuna.Study, where: str) -> None:
                                  f"this search space samples it as {expected[param]}; {fix}")
 
 
-def _set_up(study: optuna.Study, attrs: dict[str, Any]) -> None:
-    """Record ``attrs``, the binding ones last: another process that loads the study meanwhile
-    waits for those (``_wait_for_setup``)."""
+def _set_up(study: optuna.Study, attrs: dict[str, Any], space: str | None) -> None:
+    """Record ``attrs`` and the ``space`` file's text, the binding attributes last: another
+    process that loads the study meanwhile waits for those (``_wait_for_setup``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([METRIC_NAME])  # the dashboard's axis label
+    if space is not None:
+        write_space(study, space)
     for key, value in sorted(attrs.items(), key=lambda item: item[0] in BINDING_KEYS):
         study.set_user_attr(key, value)
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import optuna
 from optuna.trial import FrozenTrial
 
 from tuning.study.errors import StudyError
@@ -32,7 +33,10 @@ PRECISION_ATTR = "precision"  # fp32 or bf16, the arithmetic it trained in
 THREADS_ATTR = "torch_threads"  # its torch.get_num_threads(): CPU sums depend on it
 KERNEL_ATTR = "fp32_kernel"  # aten or onednn: where its float32 products ran
 FIXED_PARAMS_ATTR = "fixed_params"  # the space's fixed values it trained with (not Optuna's)
-SPACE_ATTR = "space"  # study user attribute: the text of the space file it was searched in
+# The text of the space file a study was searched in: a study *system* attribute, kept out of
+# the user attributes that `optuna studies` and the dashboard print in full (studies from
+# before 2026-12 hold it as a user attribute, and are still read).
+SPACE_ATTR = "space"
 SPACE_NAME_ATTR = "space_name"  # and the space's name (tutorial, extended or a file's stem)
 WORKER_ATTR = "worker"  # host:pid of the process that ran it
 PRUNED_REASON_ATTR = "pruned_reason"  # why a pruned trial stopped
@@ -60,12 +64,13 @@ class StudyRecord:
     split_seed: int  # the seed of the train/validation permutation
     train_size: int | None = None  # images trained on; None in a record that lacks it
     seed: int = 0  # the search's --seed: trial seeds derive from it
-    space: str | None = None  # the space file's text; None: the tutorial space (older studies)
+    space: str | None = None  # the space file's text (``space_text``); None: the tutorial's
     space_name: str | None = None
 
     def to_attrs(self) -> dict[str, Any]:
-        """The record as study user attributes."""
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        """The record as study user attributes; the space's text is not one (``write_space``)."""
+        return {key: value for key, value in asdict(self).items()
+                if value is not None and key != SPACE_ATTR}
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], study_name: str) -> StudyRecord:
@@ -88,6 +93,20 @@ class StudyRecord:
             seed=int(attrs.get("seed") or 0),
             space=attrs.get(SPACE_ATTR), space_name=attrs.get(SPACE_NAME_ATTR),
         )
+
+
+def write_space(study: optuna.Study, text: str) -> None:
+    """Record the text of the space file ``study`` is searched in, as a system attribute."""
+    # Optuna's Study has no public setter for system attributes; its storage has.
+    study._storage.set_study_system_attr(study._study_id, SPACE_ATTR, text)
+
+
+def space_text(study: optuna.Study) -> str | None:
+    """The text of the space file ``study`` was searched in; None for studies from before
+    spaces were files (all searched in the tutorial space)."""
+    system = study._storage.get_study_system_attrs(study._study_id)
+    text = system.get(SPACE_ATTR, study.user_attrs.get(SPACE_ATTR))  # older: a user attribute
+    return None if text is None else str(text)
 
 
 def configuration(trial: FrozenTrial) -> dict[str, Any]:

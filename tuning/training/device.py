@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tuning.study.errors import UsageError
+
 if TYPE_CHECKING:
     import torch
 
@@ -14,7 +16,7 @@ def resolve_device(name: str) -> torch.device:
     """Turn --device (auto, cpu, cuda, mps) into a torch device that is really there.
 
     Raises:
-        ValueError: the asked-for accelerator is not available on this machine.
+        UsageError: the asked-for accelerator is not available on this machine.
     """
     import torch  # here: the flag's choices (DEVICES) serve tools that never load torch
 
@@ -30,9 +32,9 @@ def resolve_device(name: str) -> torch.device:
         "mps": torch.backends.mps.is_available(),
     }
     if name not in available:
-        raise ValueError(f"--device must be one of {', '.join(DEVICES)}, but got {name!r}.")
+        raise UsageError(f"--device must be one of {', '.join(DEVICES)}, but got {name!r}.")
     if not available[name]:
-        raise ValueError(
+        raise UsageError(
             f"--device {name} was asked for, but torch {torch.__version__} sees no {name} "
             "device here; use --device cpu or --device auto."
         )

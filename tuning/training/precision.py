@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tuning.study.errors import UsageError
+
 if TYPE_CHECKING:
     import torch
 
@@ -25,14 +27,14 @@ def choose_precision(requested: str, device: torch.device) -> HardwareChoice:
     as given.
 
     Raises:
-        ValueError: ``requested`` is none of PRECISION_CHOICES.
+        UsageError: ``requested`` is none of PRECISION_CHOICES.
     """
     from model.kernels import HardwareChoice, native_bf16  # torch only for tools that train
 
     if requested in PRECISIONS:
         return HardwareChoice(requested, f"--precision {requested} was asked for")
     if requested != "auto":
-        raise ValueError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, but got "
+        raise UsageError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, but got "
                          f"{requested!r}.")
     native, why = native_bf16(device)
     return HardwareChoice("bf16" if native else "fp32", f"auto: {why}")

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from tuning.study.errors import UsageError
+
 # Where the claims live; a test gives each case a folder of its own, as if on its own machine.
 DIR_ENV = "FASHION_TUNE_CORES_DIR"
 MAX_CLAIMS = 64  # claim files looked at; more processes than this on one machine go uncounted
@@ -45,11 +47,11 @@ def check_workers(workers: int) -> None:
     a CPU, more of them than cores only take turns on the same cores (see docs/scale-out.md).
 
     Raises:
-        ValueError: ``workers`` exceeds the cores, with what to use instead.
+        UsageError: ``workers`` exceeds the cores, with what to use instead.
     """
     cores = cpu_cores()
     if workers > cores:
-        raise ValueError(
+        raise UsageError(
             f"--workers {workers} is more than the {cores} CPU core(s) this process may use: "
             "each worker is a process that imports torch and loads the data (0.5-1.5 GB), "
             f"and more workers than cores only wait on each other. Use --workers {cores} or "
