@@ -14,7 +14,7 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
-from tuning.results.files import DEFAULT_OUT, export
+from tuning.results.files import DEFAULT_OUT, epochs_csv_path, export
 from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
 from tuning.study.storage import Location
@@ -28,14 +28,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(
         prog=PROG,
         description="Write a study's best configuration as JSON (parameters, validation "
-        "accuracy, trial, epochs, seeds, data split, library versions) and all its trials "
-        "as CSV. The best configuration is the one python -m tuning.confirm chose, where a "
-        "finished confirmation covers the study, else the trial with the best value.",
+        "accuracy, trial, epochs, seeds, data split, library versions), all its trials "
+        "as CSV (one row each, a column per parameter) and their per-epoch curves as CSV (one "
+        "row per trial and epoch). The best configuration is the one python -m tuning.confirm "
+        "chose, where a finished confirmation covers the study, else the trial with the best "
+        "value.",
         formatter_class=HelpFormatter,
     )
     add_study_arguments(parser, DEFAULT_STUDY_NAME)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="folder for <study>-best.json and <study>-trials.csv")
+                        help="folder for <study>-best.json, <study>-trials.csv and "
+                        "<study>-epochs.csv")
     args = parser.parse_args(argv)
     quiet_optuna()
     try:
@@ -46,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Best configuration: {json_path}  (trial {config['trial_number']}, "
           f"{config['selected_by']})")
     print(f"All trials:         {csv_path}")
+    print(f"Per-epoch curves:   {epochs_csv_path(args.out, args.study_name)}")
     return EXIT_OK
 
 

@@ -31,9 +31,9 @@ from tuning.results.files import (
     DEFAULT_OUT,
     best_config,
     metrics_path,
-    read_metrics,
     write_atomically,
 )
+from tuning.results.holdout import find_metrics, recorded_test
 from tuning.results.pictures import CONFUSION_TITLE, Picture, draw_confusion, draw_study
 from tuning.space.hyperparameters import LR_HIGH, LR_LOW
 from tuning.study.baseline import finished_baseline, pruned_at
@@ -69,8 +69,10 @@ def lr_edge_warning(lr: float, low: float = LR_LOW, high: float = LR_HIGH) -> st
 
 
 def write_report(study: optuna.Study, out: Path, metrics: dict[str, Any] | None,
-                 metrics_file: Path) -> Report:
+                 metrics_file: Path | list[Path]) -> Report:
     """Write every picture of ``study`` (and of ``metrics``, if given) and index.html into ``out``.
+
+    ``metrics_file``: where the test metrics were looked for, for the note when they are missing.
 
     Raises:
         StudyError: the study has no completed trial.
@@ -89,10 +91,19 @@ def write_report(study: optuna.Study, out: Path, metrics: dict[str, Any] | None,
             f"trial is now {config['trial_number']}: run python -m tuning.train again."
         )
     report.pictures += draw_study(study, out)
-    if metrics is None:
+    places = metrics_file if isinstance(metrics_file, list) else [metrics_file]
+    looked = " or ".join(str(place) for place in places)
+    if metrics is None and recorded_test(study) is not None:
         report.pictures.append(Picture(
             "confusion_matrix", CONFUSION_TITLE, written=False,
-            why_not=f"no retrained model yet ({metrics_file} is missing): run python -m "
+            why_not=f"the test result is recorded on the study, but its metrics file is not "
+            f"here ({looked} is missing): pass --metrics with its path, or run python -m "
+            f"tuning.train --study-name {study.study_name} again",
+        ))
+    elif metrics is None:
+        report.pictures.append(Picture(
+            "confusion_matrix", CONFUSION_TITLE, written=False,
+            why_not=f"no retrained model yet ({looked} is missing): run python -m "
             f"tuning.train --study-name {study.study_name}",
         ))
     else:
@@ -128,7 +139,13 @@ def index_html(study: optuna.Study, config: dict[str, Any], metrics: dict[str, A
                      f"{trial.value:.4f}" if trial.state == TrialState.COMPLETE else
                      f"{stop[1]:.4f} when pruned after epoch {stop[0]}" if stop else
                      "pruned before it reported an epoch"))
-    if metrics is None:
+    recorded = recorded_test(study)
+    if metrics is None and recorded is not None:
+        rows.append(("Test accuracy (retrained, scored once; recorded on the study)",
+                     f"{recorded['test_accuracy']:.4f} (loss {recorded['test_loss']:.4f}); "
+                     f"trial {recorded['trial_number']} trained {recorded['epochs']} epochs "
+                     f"({recorded['train_on']}), seed {recorded['seed']}"))
+    elif metrics is None:
         rows.append(("Test accuracy", "not measured yet: run python -m tuning.train"))
     else:
         rows.append(("Test accuracy (retrained, scored once)",
@@ -187,20 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="folder for the report (default: studies/<study-name>-report)")
     parser.add_argument("--metrics", type=Path, default=None,
                         help="test metrics of python -m tuning.train (default: "
-                        "studies/<study-name>-test.json, left out of the report if missing)")
+                        "studies/<study-name>-test.json, else the file the study recorded when "
+                        "train ran; left out of the report if missing)")
     args = parser.parse_args(argv)
     out = args.out or DEFAULT_OUT / f"{args.study_name}-report"
-    metrics_file = args.metrics or metrics_path(DEFAULT_OUT, args.study_name)
     quiet_optuna()
     try:
         study = load_study(Location.of(args.storage, args.study_name), args.study_name)
-        metrics = None
-        if args.metrics is not None or metrics_file.exists():
-            if not metrics_file.exists():
-                raise UsageError(f"--metrics {metrics_file} does not exist; python -m "
-                                 "tuning.train writes it.")
-            metrics = read_metrics(metrics_file, args.study_name)
-        report = write_report(study, out, metrics, metrics_file)
+        metrics, looked = find_metrics(study, args.metrics,
+                                       metrics_path(DEFAULT_OUT, args.study_name))
+        report = write_report(study, out, metrics, looked)
     except (UsageError, OSError) as exc:
         return fail(PROG, str(exc), exc=exc)
     for warning in report.warnings:

@@ -99,10 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description=(
             "Retrain a study's best configuration from a fresh seeded start, then score it "
-            "once on the 10,000 test images. Writes <study>-model.pt (a state_dict: "
-            f"{LOAD_CALL}) and <study>-test.json (test accuracy and loss, per-class accuracy, "
-            "confusion matrix, epochs, seconds, the configuration), and records the test "
-            "accuracy on the study for the dashboard."
+            "once on the 10,000 test images. Writes <study>-model.pt (a state_dict) and "
+            "<study>-test.json (test accuracy and loss, per-class accuracy, confusion matrix, "
+            "epochs, seconds, the configuration, the network), and records the test accuracy "
+            "on the study for the dashboard. Load the model, of any space, with "
+            + LOAD_CALL.replace("NETWORK", 'metrics["network"]')
+            + ", metrics being <study>-test.json read as JSON (README.md shows it whole)."
         ),
         formatter_class=HelpFormatter,
     )
@@ -255,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_file = metrics_path(settings.out, config["study_name"])
             write_metrics(metrics_file, metrics)
             if job.study is not None:
-                record_on_study(job.study, metrics)
+                record_on_study(job.study, metrics, metrics_file)
             written = True
     except (Diverged, DataError, OSError) as exc:
         return fail(PROG, str(exc), status=EXIT_FAILED, exc=exc)

@@ -110,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="epochs per trial (a pruned trial stops earlier)")
     parser.add_argument("--space", default=d.space, metavar="NAME|PATH",
                         help="the search space: a built-in one (tutorial: lr, batch size and "
-                        "optimizer; extended: also depth, width, dropout, weight decay, "
-                        "momentum, schedule, label smoothing) or a TOML file of your own "
-                        "(docs/spaces.md); a study remembers it, and resuming with another "
-                        "is refused")
+                        "optimizer; extended: also depth, width, dropout, batch norm, weight "
+                        "decay, AdamW, momentum, schedule, label smoothing) or a TOML file of "
+                        "your own (docs/spaces.md); a study remembers it, and resuming with "
+                        "another is refused")
     parser.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
                         help="how the next hyperparameters are chosen")
     parser.add_argument("--pruner", choices=PRUNERS, default=d.pruner,

@@ -1,7 +1,8 @@
 """Every file the suite writes and reads, each format's writer beside its reader.
 
 ``studies/<study>-best.json`` (the chosen configuration, by ``export``), ``<study>-trials.csv``
-(every trial), ``<study>-model.pt`` (the retrained weights) and ``<study>-test.json`` (the test
+(every trial) and ``<study>-epochs.csv`` (their per-epoch curves; ``tuning.results.tables``),
+``<study>-model.pt`` (the retrained weights) and ``<study>-test.json`` (the test
 metrics, by ``train``). Every file is written atomically: an interrupted tool leaves the old
 file or the new one, never half of one.
 """
@@ -21,7 +22,8 @@ from typing import Any
 import optuna
 
 from tuning.results.selection import chosen
-from tuning.space.hyperparameters import TUTORIAL, Hyperparameters
+from tuning.results.tables import epochs_table, trials_table
+from tuning.space.hyperparameters import Hyperparameters
 from tuning.study.errors import StudyError, UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, count_states, load_study
 from tuning.study.protocol import (
@@ -36,9 +38,10 @@ from tuning.study.protocol import (
 from tuning.study.storage import Location
 
 DEFAULT_OUT = Path("studies")
-LOAD_CALL = "NeuralNetwork().load_state_dict(torch.load(PATH, weights_only=True))"
-# Any architecture: NETWORK is the metrics JSON's "network" (the tutorial's: {}).
-LOAD_TRAINED_CALL = "model.network.load_trained(NETWORK, PATH)"
+# The one call that loads trained weights, of every space's networks (batch norm shifts the
+# tutorial's state_dict keys, so NeuralNetwork().load_state_dict fits the tutorial's alone).
+# NETWORK is the metrics JSON's "network" (the tutorial's: {}).
+LOAD_CALL = "model.network.load_trained(NETWORK, PATH)"
 _CONFIG_KEYS = ("study_name", "trial_number", "params", "validation_accuracy", "epochs",
                 "data_split")  # what a retrain needs from a best-configuration file
 
@@ -122,10 +125,8 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
 
 
 def load_call(network: dict[str, Any], weights: Path) -> str:
-    """The one call that loads ``weights``: the tutorial's network, or any architecture."""
-    if network == TUTORIAL.network():
-        return LOAD_CALL.replace("PATH", repr(str(weights)))
-    return LOAD_TRAINED_CALL.replace("NETWORK", repr(network)).replace("PATH", repr(str(weights)))
+    """The one call that loads ``weights`` trained as ``network``, whatever the space."""
+    return LOAD_CALL.replace("NETWORK", repr(network)).replace("PATH", repr(str(weights)))
 
 
 def _network(params: dict[str, Any]) -> dict[str, Any] | None:
@@ -137,10 +138,16 @@ def _network(params: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def export(study: optuna.Study, out: Path) -> tuple[Path, Path, dict[str, Any]]:
-    """Write ``<study>-best.json`` and ``<study>-trials.csv`` into ``out``.
+def epochs_csv_path(out: Path, study_name: str) -> Path:
+    """Where ``export`` writes the per-epoch curves of ``study_name``'s trials."""
+    return out / f"{study_name}-epochs.csv"
 
-    Returns both paths and the configuration written.
+
+def export(study: optuna.Study, out: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """Write ``<study>-best.json``, ``<study>-trials.csv`` and ``<study>-epochs.csv`` into
+    ``out``.
+
+    Returns the first two paths (the third is ``epochs_csv_path``) and the configuration.
 
     Raises:
         StudyError: the study has no completed trial.
@@ -149,7 +156,9 @@ def export(study: optuna.Study, out: Path) -> tuple[Path, Path, dict[str, Any]]:
     json_path = out / f"{study.study_name}-best.json"
     csv_path = out / f"{study.study_name}-trials.csv"
     write_atomically(json_path, json.dumps(config, indent=2) + "\n")
-    write_atomically(csv_path, study.trials_dataframe(multi_index=False).to_csv(index=False))
+    write_atomically(csv_path, trials_table(study).to_csv(index=False))
+    write_atomically(epochs_csv_path(out, study.study_name),
+                     epochs_table(study).to_csv(index=False))
     return json_path, csv_path, config
 
 

@@ -53,6 +53,7 @@ CONFIRM_RUNS_PREFIX = "confirm_trial_"  # + trial number: that trial's fresh-see
 # lists them.
 TEST_ATTRS = ("test_accuracy", "test_loss", "test_trial", "test_train_on", "test_epochs",
               "test_seed")
+TEST_FILE_ATTR = "test_metrics_file"  # the absolute path of the test metrics JSON written then
 
 
 @dataclass(frozen=True)

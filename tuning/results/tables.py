@@ -1,0 +1,95 @@
+"""A study's trials as two tidy tables: one row per trial, and one row per trial and epoch.
+
+``<study>-trials.csv`` (``trials_table``) holds each trial's number, state, value, times, every
+parameter of the study's space as a column of its own type (the space's fixed values too) and
+what the trial recorded (seed, precision, threads, worker, epochs run); ``<study>-epochs.csv``
+(``epochs_table``) holds the per-epoch curves in long format. Both load with a plain
+``pandas.read_csv``: no JSON in a cell, no Optuna-internal columns. docs/pipeline.md lists the
+columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from tuning.space.file import space_of
+from tuning.study.baseline import is_baseline
+from tuning.study.protocol import (
+    HISTORY_KEYS,
+    KERNEL_ATTR,
+    METRIC_NAME,
+    PRECISION_ATTR,
+    PRUNED_REASON_ATTR,
+    SEED_ATTR,
+    SPACE_NAME_ATTR,
+    THREADS_ATTR,
+    WORKER_ATTR,
+    configuration,
+    space_text,
+)
+
+# Trial user attributes that become columns, under these names.
+RECORDED = {SEED_ATTR: "seed", PRECISION_ATTR: "precision", THREADS_ATTR: "torch_threads",
+            KERNEL_ATTR: "fp32_kernel", WORKER_ATTR: "worker",
+            PRUNED_REASON_ATTR: "pruned_reason"}
+TRIAL_COLUMNS = ("number", "state", METRIC_NAME, "epochs_run", "best_epoch", "baseline",
+                 "datetime_start", "datetime_complete", "duration_s")
+EPOCH_COLUMNS = ("number", "epoch", *HISTORY_KEYS)
+
+
+def param_columns(study: optuna.Study) -> list[str]:
+    """Every parameter a trial of ``study`` trained with, in its space file's order."""
+    used = {name for trial in study.get_trials(deepcopy=False) for name in configuration(trial)}
+    space = space_of(space_text(study), study.user_attrs.get(SPACE_NAME_ATTR))
+    ordered = [p.name for p in space.params if p.name in used]
+    return ordered + sorted(used - set(ordered))
+
+
+def _time(value: Any) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds")
+
+
+def _trial_row(trial: optuna.trial.FrozenTrial, params: list[str]) -> dict[str, Any]:
+    accuracies = trial.user_attrs.get("val_accuracy") or []
+    duration = trial.duration
+    row: dict[str, Any] = {
+        "number": trial.number,
+        "state": trial.state.name.lower(),
+        METRIC_NAME: trial.value,
+        "epochs_run": len(accuracies),
+        "best_epoch": 1 + accuracies.index(max(accuracies)) if accuracies else None,
+        "baseline": is_baseline(trial),
+        "datetime_start": _time(trial.datetime_start),
+        "datetime_complete": _time(trial.datetime_complete),
+        "duration_s": None if duration is None else round(duration.total_seconds(), 3),
+    }
+    values = configuration(trial)
+    row |= {name: values.get(name) for name in params}
+    row |= {column: trial.user_attrs.get(key) for key, column in RECORDED.items()}
+    return row
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: ``TRIAL_COLUMNS``, the space's parameters, then ``RECORDED``.
+
+    A parameter a trial did not have (a condition of the space was off) is empty.
+    """
+    params = param_columns(study)
+    rows = [_trial_row(trial, params) for trial in study.get_trials(deepcopy=False)]
+    # Nullable types: an integer column with an empty cell is still written as integers.
+    table = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, *params, *RECORDED.values()])
+    return table.convert_dtypes()
+
+
+def epochs_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial and epoch it trained (epochs from 1): ``EPOCH_COLUMNS``."""
+    rows: list[dict[str, Any]] = []
+    for trial in study.get_trials(deepcopy=False):
+        history = {key: trial.user_attrs.get(key) or [] for key in HISTORY_KEYS}
+        for i in range(max(len(values) for values in history.values())):
+            rows.append({"number": trial.number, "epoch": i + 1, **{
+                key: values[i] if i < len(values) else None for key, values in history.items()}})
+    return pd.DataFrame(rows, columns=list(EPOCH_COLUMNS)).convert_dtypes()
