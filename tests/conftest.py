@@ -202,3 +202,22 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> Searched:
     result = run_main("tuning.export", "--storage", study.url, "--out", str(tmp), cwd=tmp)
     assert result.returncode == 0, result.stderr
     return study
+
+
+@pytest.fixture(scope="session")
+def searched_extended(tmp_path_factory: pytest.TempPathFactory) -> Searched:
+    """A finished 4-trial, 2-epoch study of the extended space (batch norm on), exported, and
+    its chosen trial retrained for 1 epoch: ``<dir>/fashion-mnist-model.pt`` and ``-test.json``.
+
+    Made once per session, in-process. Read-only, as ``searched``.
+    """
+    tmp = tmp_path_factory.mktemp("extended")
+    study = Searched(tmp, tmp / "s.db", write_fashion_mnist(tmp / "fmnist"))
+    result = run_main("tuning.search", "--storage", study.url, "--data-dir", str(study.data),
+                      *SEARCHED_ARGS, "--space", "extended", cwd=tmp)
+    assert result.returncode == 0, result.stderr
+    for tool, *args in (("tuning.export",), ("tuning.train", "--data-dir", str(study.data),
+                                             "--epochs", "1")):
+        result = run_main(tool, "--storage", study.url, "--out", str(tmp), *args, cwd=tmp)
+        assert result.returncode == 0, result.stderr
+    return study

@@ -43,6 +43,8 @@ AXIS_WORDS = {  # the titles Optuna's plots give without a target_name
     "Trial": "trial",
     "Hyperparameter Importance": "importance for validation accuracy",
     "Hyperparameter": "parameter",
+    "Intermediate Values Plot": "Validation accuracy per epoch",  # titles
+    "Hyperparameter Importances": "Parameter importances for validation accuracy",
 }
 
 Plot = Callable[[optuna.Study, list[str]], Any]  # a study and the parameters to plot
@@ -72,6 +74,7 @@ def _intermediate_values_png(study: optuna.Study) -> Any:
     study has more than ``MAX_LEGEND_TRIALS``: 60 entries dwarf the plot (the HTML version
     names a trial on hover)."""
     ax = mvis.plot_intermediate_values(study)
+    ax.set_title(AXIS_WORDS.get(ax.get_title(), ax.get_title()))
     legend = ax.get_legend()
     trials = len(study.get_trials(deepcopy=False))
     if legend is not None and trials > MAX_LEGEND_TRIALS:
@@ -101,6 +104,8 @@ STUDY_PLOTS: tuple[tuple[str, str, Plot, Plot], ...] = (
 
 def _plotly_words(figure: go.Figure) -> go.Figure:
     """``figure`` with Optuna's axis titles (``AXIS_WORDS``) said in this suite's words."""
+    if figure.layout.title.text in AXIS_WORDS:
+        figure.layout.title.text = AXIS_WORDS[figure.layout.title.text]
     for axis in [*figure.select_xaxes(), *figure.select_yaxes()]:
         text = axis.title.text
         if text in AXIS_WORDS:
@@ -113,9 +118,10 @@ def _plotly_words(figure: go.Figure) -> go.Figure:
 
 
 def _matplotlib_words(figure: Figure) -> Figure:
-    """``figure`` with Optuna's axis labels (``AXIS_WORDS``) said in this suite's words."""
+    """``figure`` with Optuna's axis labels and titles (``AXIS_WORDS``) in this suite's words."""
     for ax in figure.axes:
-        for get, set_ in ((ax.get_xlabel, ax.set_xlabel), (ax.get_ylabel, ax.set_ylabel)):
+        for get, set_ in ((ax.get_xlabel, ax.set_xlabel), (ax.get_ylabel, ax.set_ylabel),
+                          (ax.get_title, ax.set_title)):
             if get() in AXIS_WORDS:
                 set_(AXIS_WORDS[get()])
     return figure
