@@ -36,8 +36,9 @@ def test_export_writes_the_best_config_and_every_trial(searched, tmp_path):
     assert len(config["history"]["val_accuracy"]) >= 1
     trials = pd.read_csv(out / "fashion-mnist-trials.csv")
     assert list(trials["number"]) == [t.number for t in study.trials]
-    assert {"params_lr", "params_batch_size", "params_optimizer", "state",
-            "user_attrs_val_loss"} <= set(trials.columns)
+    assert {"lr", "batch_size", "optimizer", "state", "val_accuracy"} <= set(trials.columns)
+    curves = pd.read_csv(out / "fashion-mnist-epochs.csv")
+    assert {"number", "epoch", "val_loss"} <= set(curves.columns)
     assert str(out / "fashion-mnist-best.json") in result.stdout
 
 
@@ -47,7 +48,8 @@ def test_exported_files_get_the_permissions_of_a_plain_open_not_owner_only(searc
     assert result.returncode == 0, result.stderr
     mask = os.umask(0o022)
     os.umask(mask)
-    for name in ("fashion-mnist-best.json", "fashion-mnist-trials.csv"):
+    for name in ("fashion-mnist-best.json", "fashion-mnist-trials.csv",
+                 "fashion-mnist-epochs.csv"):
         assert stat.S_IMODE((tmp_path / "perm" / name).stat().st_mode) == 0o666 & ~mask
     assert not list((tmp_path / "perm").glob(".*"))  # no temporary file left behind
 

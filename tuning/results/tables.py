@@ -79,9 +79,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     """
     params = param_columns(study)
     rows = [_trial_row(trial, params) for trial in study.get_trials(deepcopy=False)]
-    # Nullable types: an integer column with an empty cell is still written as integers.
-    table = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, *params, *RECORDED.values()])
-    return table.convert_dtypes()
+    return _typed(rows, [*TRIAL_COLUMNS, *params, *RECORDED.values()])
 
 
 def epochs_table(study: optuna.Study) -> pd.DataFrame:
@@ -92,4 +90,21 @@ def epochs_table(study: optuna.Study) -> pd.DataFrame:
         for i in range(max(len(values) for values in history.values())):
             rows.append({"number": trial.number, "epoch": i + 1, **{
                 key: values[i] if i < len(values) else None for key, values in history.items()}})
-    return pd.DataFrame(rows, columns=list(EPOCH_COLUMNS)).convert_dtypes()
+    return _typed(rows, list(EPOCH_COLUMNS))
+
+
+def _typed(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """``rows`` as a table whose columns have the type of their values: integers stay integers
+    where a cell is empty (pandas' nullable Int64, written without ".0"), floats stay floats
+    where every value happens to be whole, True/False stay booleans."""
+    table = pd.DataFrame(rows, columns=columns, dtype=object)
+    for column in columns:
+        values = [v for v in table[column] if v is not None]
+        if values and all(isinstance(v, bool) for v in values):
+            table[column] = table[column].astype("boolean")
+        elif values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            table[column] = table[column].astype("Int64")
+        elif values and all(isinstance(v, int | float) and not isinstance(v, bool)
+                            for v in values):
+            table[column] = table[column].astype("Float64")
+    return table
