@@ -43,7 +43,7 @@ from benchmarks.tutorial import torchvision_root, tutorial_dataset
 from model.data import DEFAULT_DATA_DIR, TrainValSplit, load_searched_split, locate
 from model.kernels import cpu_name, fp32_kernel
 from model.loops import flush_denormals, warm_up_optimizers
-from tuning.space.file import Space, load_space
+from tuning.space.file import Space, SpaceError, load_space
 from tuning.space.hyperparameters import (
     BATCH_SIZES,
     LR_HIGH,
@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     precision = choose_precision(args.precision, torch.device("cpu")).value
     try:
         space = load_space(args.space)
-    except ValueError as exc:  # an unknown name or a bad file: one line says which
+    except SpaceError as exc:  # an unknown name or a bad file: one line says which
         build_parser().error(str(exc))
     args.out = args.out or DEFAULT_OUT.with_name(f"{space.name}.csv")
     on_grid = args.space == "tutorial"  # the built-in one; a file of that name is sampled

@@ -28,6 +28,7 @@ import torch
 from model.data import DEFAULT_DATA_DIR, TrainValSplit, load_searched_split
 from model.loops import flush_denormals
 from tuning.space.hyperparameters import KNOBS, Hyperparameters, describe
+from tuning.study.errors import UsageError
 from tuning.study.protocol import EPOCHS, SPLIT_SEED, VAL_SIZE
 from tuning.training.retrain import Diverged, retrain
 
@@ -85,7 +86,10 @@ def read_params(text: str) -> Hyperparameters:
     """A configuration from a JSON object or a JSON file (an export's ``params``)."""
     path = Path(text)
     data: Any = json.loads(path.read_text() if path.suffix == ".json" else text)
-    return Hyperparameters.from_params(data.get("params", data))
+    try:
+        return Hyperparameters.from_params(data.get("params", data))
+    except UsageError as exc:  # argparse reports an ArgumentTypeError as --params' error
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_change(text: str) -> dict[str, Any]:
@@ -131,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         changed = [replace(p, **args.change) for p in args.params]
         for p in changed:
             Hyperparameters.from_params(p.as_params())
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, UsageError) as exc:
         parser.error(f"--change {args.change}: {exc}")
     jobs = [(i, seed, side) for i in range(len(args.params)) for seed in args.seeds
             for side in (False, True)]

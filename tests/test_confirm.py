@@ -19,6 +19,7 @@ from model.data import load_split, locate, split_train_val
 from tests.conftest import ROOT, Searched, run_cli, run_main, study_content
 from tuning.results.selection import Run, record_run
 from tuning.results.selection import confirmed as choice
+from tuning.study.errors import UsageError
 from tuning.study.protocol import CONFIRM_PLAN_ATTR as PLAN_ATTR
 from tuning.study.protocol import CONFIRM_RUNS_PREFIX as RUNS_PREFIX
 from tuning.study.protocol import derive_seed
@@ -125,7 +126,7 @@ def test_seeds_stack_by_default_on_a_gpu_only():
     assert stack_seeds("auto", cuda).value == "yes"
     assert stack_seeds("no", cuda).value == "no"
     assert stack_seeds("yes", cpu).value == "yes"
-    with pytest.raises(ValueError, match="--stack-seeds must be one of auto, yes, no"):
+    with pytest.raises(UsageError, match="--stack-seeds must be one of auto, yes, no"):
         stack_seeds("maybe", cpu)
 
 

@@ -13,6 +13,7 @@ from model.loops import PRECISIONS as LOOP_PRECISIONS
 from model.loops import make_optimizer
 from model.network import NeuralNetwork
 from tests.conftest import run_main
+from tuning.study.errors import UsageError
 from tuning.training import precision
 from tuning.training.precision import PRECISIONS, choose_precision
 
@@ -42,7 +43,7 @@ def test_fp32_and_bf16_are_taken_as_given_whatever_the_hardware(monkeypatch, nat
 
 
 def test_an_unknown_precision_is_refused_by_name():
-    with pytest.raises(ValueError, match="--precision must be one of auto, fp32, bf16"):
+    with pytest.raises(UsageError, match="--precision must be one of auto, fp32, bf16"):
         choose_precision("fp16", CPU)
 
 

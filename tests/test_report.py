@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import run_cli, run_main, study_content
 from tuning.report import lr_edge_warning
-from tuning.results.pictures import MAX_LEGEND_TRIALS, _intermediate_values_png
+from tuning.results.pictures import MAX_LEGEND_TRIALS, _draw, _intermediate_values_png
 from tuning.space.hyperparameters import LR_HIGH, LR_LOW
 
 STUDY = "fashion-mnist"
@@ -109,8 +109,9 @@ def test_the_edge_warning_marks_only_the_ends_of_the_range():
     assert lr_edge_warning(1e-3) is None and lr_edge_warning(0.05) is None
 
 
-def test_pictures_a_study_cannot_support_become_notes_instead_of_a_crash(tmp_path):
-    # One trial that sampled only lr: no batch size or optimizer to plot.
+def test_a_study_that_sampled_only_lr_plots_lr_alone(tmp_path):
+    # One trial that sampled only lr: the slice plot shows lr, and asks for nothing else
+    # (it used to ask for the tutorial's batch size and optimizer, and was not drawn).
     url = f"sqlite:///{tmp_path / 'one.db'}"
     study = optuna.create_study(study_name="one", storage=url, direction="maximize")
     trial = study.ask()
@@ -119,11 +120,19 @@ def test_pictures_a_study_cannot_support_become_notes_instead_of_a_crash(tmp_pat
     result = run_main("tuning.report", "--storage", url, "--study-name", "one", "--out",
                       str(tmp_path / "out"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    index = (tmp_path / "out" / "index.html").read_text()
-    assert "Not drawn: Parameter batch_size does not exist" in index
-    assert "Not drawn: slice" in result.stdout
+    assert "Not drawn: slice" not in result.stdout
+    assert (tmp_path / "out" / "slice.png").read_bytes().startswith(PNG_MAGIC)
     assert (tmp_path / "out" / "optimization_history.png").read_bytes().startswith(PNG_MAGIC)
-    assert not (tmp_path / "out" / "slice.png").exists()
+
+
+def test_a_picture_that_cannot_be_drawn_becomes_a_note(searched, tmp_path):
+    def cannot(study, params):
+        raise ValueError("Parameter batch_size does not exist in your study.")
+
+    study = optuna.load_study(study_name=STUDY, storage=searched.url)
+    picture = _draw(study, tmp_path, "slice", "Slice", cannot, cannot, ["lr"])
+    assert not picture.written and picture.why_not.startswith("Parameter batch_size")
+    assert not (tmp_path / "slice.png").exists()
 
 
 @pytest.mark.parametrize(

@@ -248,7 +248,7 @@ def refuse_foreign(study: optuna.Study, where: str) -> None:
                                  f"this search space samples it as {expected[param]}; {fix}")
 
 
-def _set_up(study: optuna.Study, attrs: dict[str, Any], space: str | None) -> None:
+def _set_up(study: optuna.Study, attrs: dict[str, Any], space: str | None = None) -> None:
     """Record ``attrs`` and the ``space`` file's text, the binding attributes last: another
     process that loads the study meanwhile waits for those (``_wait_for_setup``)."""
     with warnings.catch_warnings():
