@@ -10,12 +10,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from tests.conftest import Searched, run_main
 from tuning.results.pictures import STUDY_PLOTS, _figure_of, _matplotlib_words, plotted_params
 
 STUDY = "fashion-mnist"
-OPTUNA_WORDS = ("Objective Value", "Intermediate Value", "Hyperparameter Importance")
+OPTUNA_WORDS = ("Objective Value", "Intermediate Value", "Hyperparameter Importance",
+                "val_accuracy")
 
 
 def figure_json(page: str) -> str:
@@ -36,7 +38,8 @@ def extended_report(searched_extended: Searched, tmp_path_factory: pytest.TempPa
 def test_an_extended_study_plots_its_own_parameters(searched_extended: Searched,
                                                     extended_report: Path) -> None:
     study = optuna.load_study(study_name=STUDY, storage=searched_extended.url)
-    sampled = {name for trial in study.trials for name in trial.params}
+    sampled = {name for trial in study.trials if trial.state == TrialState.COMPLETE
+               for name in trial.params}
     assert set(plotted_params(study)) == sampled
     assert {"hidden_width", "dropout", "weight_decay"} <= sampled  # more than the tutorial's 3
     slice_figure = figure_json((extended_report / "slice.html").read_text())
@@ -108,3 +111,25 @@ def test_the_report_finds_the_test_result_from_the_study(searched: Searched,
     assert f"{metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f})" in index
     assert str(metrics_file.resolve()) in index  # says where it looked
     assert not (other / "r2" / "confusion_matrix.png").exists()
+
+
+def test_a_parameter_only_pruned_trials_sampled_is_not_asked_for(tmp_path: Path) -> None:
+    # Optuna plots completed trials only: SGD's momentum, sampled by a pruned SGD trial alone,
+    # would make the slice and parallel-coordinate plots fail (seen on a real extended search).
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    study = optuna.create_study(study_name="p", storage=url, direction="maximize")
+    for optimizer, state in (("Adam", TrialState.COMPLETE), ("SGD", TrialState.PRUNED),
+                             ("Adam", TrialState.COMPLETE)):
+        trial = study.ask()
+        trial.suggest_categorical("optimizer", ["SGD", "Adam"])
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        if optimizer == "SGD":
+            trial.suggest_float("momentum", 0.8, 0.99)
+        trial.report(0.5, 1)
+        study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    assert "momentum" not in plotted_params(study)
+    result = run_main("tuning.report", "--storage", url, "--study-name", "p", "--out",
+                      str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Not drawn: slice" not in result.stdout
+    assert "Not drawn: parallel_coordinate" not in result.stdout

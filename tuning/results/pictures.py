@@ -24,6 +24,7 @@ import optuna.visualization.matplotlib as mvis
 import plotly.graph_objects as go
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
+from optuna.trial import TrialState
 
 from tuning.results.files import write_atomically
 from tuning.space.file import space_of
@@ -31,6 +32,7 @@ from tuning.study.protocol import SPACE_NAME_ATTR, space_text
 
 PNG_DPI = 150
 MAX_LEGEND_TRIALS = 12  # a per-epoch PNG of more trials than this drops its legend
+INCHES_PER_AXIS = 1.3  # parallel coordinates: room for an axis and its tick labels
 CONFUSION_TITLE = "Confusion matrix of the retrained model on the test split"
 # Optuna's axis titles, and what they are in a study of this suite: a trial's value is its
 # best validation accuracy (the dashboard's metric name is val_accuracy), a step is an epoch.
@@ -61,9 +63,12 @@ class Picture:
 
 
 def plotted_params(study: optuna.Study) -> list[str]:
-    """The parameters the study sampled, in its space file's order: the slice and
-    parallel-coordinate axes. Fixed values of the space (not sampled) have nothing to plot."""
-    sampled = {name for trial in study.get_trials(deepcopy=False) for name in trial.params}
+    """The parameters the study's completed trials sampled, in its space file's order: the
+    slice and parallel-coordinate axes. Optuna plots completed trials only (and refuses a
+    parameter they lack, such as SGD's momentum where only pruned trials used SGD); fixed
+    values of the space (not sampled) have nothing to plot."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sampled = {name for trial in complete for name in trial.params}
     space = space_of(space_text(study), study.user_attrs.get(SPACE_NAME_ATTR))
     ordered = [p.name for p in space.params if p.name in sampled]
     return ordered + sorted(sampled - set(ordered))
@@ -83,6 +88,16 @@ def _intermediate_values_png(study: optuna.Study) -> Any:
     return ax
 
 
+def _parallel_coordinate_png(study: optuna.Study, params: list[str]) -> Any:
+    """Optuna's matplotlib parallel coordinates, widened by ``INCHES_PER_AXIS`` per axis: at
+    its default width the extended space's dozen axes print their ticks over each other."""
+    ax = mvis.plot_parallel_coordinate(study, params=params, target_name=VALUE)
+    figure = _figure_of(ax)
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(max(width, INCHES_PER_AXIS * (len(params) + 1)), height)
+    return ax
+
+
 # stem, title, plotly function, matplotlib function: the study's own pictures, in page order.
 STUDY_PLOTS: tuple[tuple[str, str, Plot, Plot], ...] = (
     ("optimization_history", "Optimization history: validation accuracy per trial",
@@ -98,7 +113,7 @@ STUDY_PLOTS: tuple[tuple[str, str, Plot, Plot], ...] = (
      lambda s, params: mvis.plot_slice(s, params=params, target_name=VALUE)),
     ("parallel_coordinate", "Parallel coordinates of the parameters the study searched",
      lambda s, params: vis.plot_parallel_coordinate(s, params=params, target_name=VALUE),
-     lambda s, params: mvis.plot_parallel_coordinate(s, params=params, target_name=VALUE)),
+     lambda s, params: _parallel_coordinate_png(s, params)),
 )
 
 
@@ -110,7 +125,9 @@ def _plotly_words(figure: go.Figure) -> go.Figure:
         text = axis.title.text
         if text in AXIS_WORDS:
             axis.title.text = AXIS_WORDS[text]
-    for trace in figure.data:  # a parallel-coordinate plot's axes are its dimensions
+    for trace in figure.data:  # legend entries; a parallel-coordinate plot's dimensions
+        if getattr(trace, "name", None) in AXIS_WORDS:
+            trace.name = AXIS_WORDS[trace.name]
         for dimension in getattr(trace, "dimensions", None) or ():
             if dimension.label in AXIS_WORDS:
                 dimension.label = AXIS_WORDS[dimension.label]
@@ -120,10 +137,16 @@ def _plotly_words(figure: go.Figure) -> go.Figure:
 def _matplotlib_words(figure: Figure) -> Figure:
     """``figure`` with Optuna's axis labels and titles (``AXIS_WORDS``) in this suite's words."""
     for ax in figure.axes:
-        for get, set_ in ((ax.get_xlabel, ax.set_xlabel), (ax.get_ylabel, ax.set_ylabel),
-                          (ax.get_title, ax.set_title)):
+        for get, set_ in ((ax.get_xlabel, ax.set_xlabel), (ax.get_ylabel, ax.set_ylabel)):
             if get() in AXIS_WORDS:
                 set_(AXIS_WORDS[get()])
+        for loc in ("center", "left"):  # Optuna puts some titles on the left
+            if ax.get_title(loc=loc) in AXIS_WORDS:
+                ax.set_title(AXIS_WORDS[ax.get_title(loc=loc)], loc=loc)
+        legend = ax.get_legend()
+        for text in legend.get_texts() if legend is not None else ():
+            if text.get_text() in AXIS_WORDS:
+                text.set_text(AXIS_WORDS[text.get_text()])
     return figure
 
 
