@@ -18,6 +18,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from tuning.cli.artifact_output import add_upload_arguments, artifacts_line
 from tuning.cli.common import (
     EXIT_OK,
     HelpFormatter,
@@ -27,6 +28,7 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
+from tuning.results.artifacts import artifact_dir, open_store, publish
 from tuning.results.files import (
     DEFAULT_OUT,
     best_config,
@@ -188,12 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, default=None,
                         help="test metrics of python -m tuning.train (default: "
                         "studies/<study-name>-test.json, left out of the report if missing)")
+    add_upload_arguments(parser, "the PNG pictures")
     args = parser.parse_args(argv)
     out = args.out or DEFAULT_OUT / f"{args.study_name}-report"
     metrics_file = args.metrics or metrics_path(DEFAULT_OUT, args.study_name)
     quiet_optuna()
     try:
-        study = load_study(Location.of(args.storage, args.study_name), args.study_name)
+        location = Location.of(args.storage, args.study_name)
+        study = load_study(location, args.study_name)
         metrics = None
         if args.metrics is not None or metrics_file.exists():
             if not metrics_file.exists():
@@ -201,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "tuning.train writes it.")
             metrics = read_metrics(metrics_file, args.study_name)
         report = write_report(study, out, metrics, metrics_file)
+        if args.upload:
+            folder = artifact_dir(location, args.artifact_dir)
+            pngs = [out / f"{p.stem}.png" for p in report.pictures if p.written]
+            published = [publish(study, open_store(folder), png) for png in pngs]
     except (StudyError, ValueError, OSError) as exc:
         return fail(PROG, str(exc))
     for warning in report.warnings:
@@ -211,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Not drawn: {picture.stem}: {picture.why_not}")
     print(f"{len(drawn)} pictures (HTML and PNG) in {out}")
     print(f"Report: {report.index}")
+    if args.upload:
+        print(f"Artifacts: {artifacts_line(published, folder, location.url)}")
     return EXIT_OK
 
 
