@@ -75,7 +75,7 @@ def test_the_api_defaults_are_the_commands(monkeypatch):
 
     assert train.parse_settings([]) == TrainSettings()  # the one settings class, shared
     parsed = vars(confirm.build_parser().parse_args([]))
-    assert (api.CONFIRM_TOP, api.CONFIRM_SEEDS) == (parsed["top"], parsed["seeds"])
+    assert (parsed["top"], parsed["seeds"]) == (api.CONFIRM_TOP, api.CONFIRM_SEEDS)
     assert {f.name for f in fields(SearchSettings)} >= {"n_trials", "epochs", "space"}
 
 
