@@ -106,7 +106,7 @@ def served(tmp_path_factory, chromium, searched) -> dict:
         assert start == f"http://127.0.0.1:{port}/dashboard/"
         yield {"start": start, "study": study_page, "metrics": metrics, "name": name,
                "baseline": baseline.number, "profile": tmp / "chromium-profile",
-               "out": tmp / "out", "url": study.url}
+               "out": tmp / "out", "url": study.url, "data": study.data}
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -19,6 +19,7 @@ artifact of its name is not uploaded again, and the study user attribute
 from __future__ import annotations
 
 import filecmp
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,9 @@ from optuna.artifacts import (
     ArtifactMeta,
     FileSystemArtifactStore,
     download_artifact,
-    get_all_artifact_meta,
     upload_artifact,
 )
+from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX  # the records' key, as Optuna writes
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from tuning.study.errors import StudyError
@@ -94,10 +95,20 @@ def current_ids(study: optuna.Study) -> dict[str, str]:
 
 
 def current_artifacts(study: optuna.Study) -> dict[str, ArtifactMeta]:
-    """File name -> meta of each current artifact of the study (older uploads left out)."""
+    """File name -> meta of each current artifact of the study (older uploads left out).
+
+    One deleted in optuna-dashboard is left out too: its record there is ``null``, which
+    ``optuna.artifacts.get_all_artifact_meta`` cannot read (a TypeError in Optuna 5.1), so the
+    records are read here, as Optuna's own functions read them.
+    """
     ids = current_ids(study)
-    metas = {meta.artifact_id: meta for meta in get_all_artifact_meta(study)}
-    return {name: metas[ids[name]] for name in ids if ids[name] in metas}
+    records = study._storage.get_study_system_attrs(study._study_id)
+    metas = {}
+    for name, artifact_id in ids.items():
+        record = records.get(ARTIFACTS_ATTR_PREFIX + artifact_id)
+        if record is not None and json.loads(record) is not None:
+            metas[name] = ArtifactMeta(**json.loads(record))
+    return metas
 
 
 def _same_bytes(store: FileSystemArtifactStore, artifact_id: str, path: Path) -> bool:
