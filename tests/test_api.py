@@ -101,3 +101,12 @@ def test_the_notebook_example_in_docs_api_md_runs_as_pasted(tmp_path):
     assert "4 trials, best validation accuracy" in done.stdout
     assert "NeuralNetwork in eval mode: True" in done.stdout
     assert (tmp_path / "studies" / "notebook-artifacts").is_dir()
+    # docs/pipeline.md's download with Optuna's own calls, on the study just made.
+    pipeline = (ROOT / "docs" / "pipeline.md").read_text()
+    download = next(b for b in re.findall(r"```python\n(.*?)```", pipeline, re.S)
+                    if "download_artifact" in b)
+    done = subprocess.run([sys.executable, "-c", download.replace("quick", "notebook")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "notebook-model.pt").read_bytes() == (
+        tmp_path / "studies" / "notebook-model.pt").read_bytes()
