@@ -3,6 +3,7 @@
 ``confirmation`` trains the best configurations again from fresh seeds; ``selection`` decides
 which trial a study stands for; ``files`` writes and reads every file the suite produces (the
 best configuration, weights, metrics) atomically; ``holdout`` records the test result on the
-study; ``replay`` replays recorded curves under another pruner; ``pictures`` draws the report's
-figures.
+study; ``retraining`` runs train's steps (for the command and the API); ``artifacts`` keeps
+the study's results in an Optuna artifact store beside it; ``replay`` replays recorded curves
+under another pruner; ``pictures`` draws the report's figures.
 """
