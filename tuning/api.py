@@ -29,7 +29,7 @@ from typing import Any
 import optuna
 import torch
 
-from model.data import load_searched_split
+from model.data import DEFAULT_DATA_DIR, load_searched_split
 from model.loops import flush_denormals
 from model.network import NeuralNetwork, load_trained
 from tuning.cli.search_settings import SearchSettings
@@ -82,7 +82,7 @@ def search(study_name: str = DEFAULT_STUDY_NAME, **options: Any) -> optuna.Study
     location = settings.location()
     check_existing(location)
     check_writable(location)
-    flush_denormals()
+    flush_denormals()  # as the commands do: trials here compute as a search's trials do
     _, data = load_searched_split(settings.data_dir, settings.val_size, settings.split_seed)
     storage = open_storage(location, heartbeat=settings.heartbeat, write_ahead_log=True)
     record = StudyRecord(epochs=settings.epochs, val_size=settings.val_size,
@@ -130,7 +130,7 @@ def confirm(study_name: str = DEFAULT_STUDY_NAME, storage: str | None = None, *,
     resolved = resolve_device(device)
     chosen_precision = choose_precision(precision, resolved).value
     stacked = confirmation.stack_seeds("auto", resolved).value == "yes"
-    source, data = load_searched_split(data_dir or TrainSettings().data_dir, record.val_size,
+    source, data = load_searched_split(data_dir or DEFAULT_DATA_DIR, record.val_size,
                                        record.split_seed, record.train_size)
     confirmation.save_plan(study, planned)
     confirmation.use(data, resolved, chosen_precision)
