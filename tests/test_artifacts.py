@@ -17,7 +17,14 @@ from model.data import load_split, locate
 from model.network import load_trained
 from model.scoring import score
 from tests.conftest import SEARCHED_ARGS, Searched, run_main
-from tuning.results.artifacts import current_artifacts, current_ids, fetch
+from tuning.results.artifacts import (
+    artifact_dir,
+    current_artifacts,
+    current_ids,
+    default_artifact_dir,
+    fetch,
+)
+from tuning.study.storage import Location
 
 STUDY = "fashion-mnist"
 RETRAINED = (f"{STUDY}-model.pt", f"{STUDY}-test.json", "confusion_matrix.png")
@@ -127,3 +134,14 @@ def test_search_names_the_artifact_dir_for_optuna_dashboard(searched, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (f"optuna-dashboard {copy.url} --artifact-dir "
             f"{copy.path.with_name('s-artifacts')}") in result.stdout
+
+
+@pytest.mark.parametrize(("url", "folder"), [
+    ("sqlite:///studies/fashion-mnist.db", "studies/fashion-mnist-artifacts"),
+    ("sqlite:////shared/s/quick.db", "/shared/s/quick-artifacts"),
+    ("/shared/studies/big.log", "/shared/studies/big-artifacts"),
+    ("postgresql+psycopg://me@db/tune", "studies/artifacts"),
+])
+def test_the_store_sits_beside_the_study(url, folder):
+    assert default_artifact_dir(Location.parse(url)) == Path(folder)
+    assert artifact_dir(Location.parse(url), Path("elsewhere")) == Path("elsewhere")
