@@ -105,7 +105,8 @@ def served(tmp_path_factory, chromium, searched) -> dict:
         start, study_page = (line.split(": ")[-1] for line in lines)
         assert start == f"http://127.0.0.1:{port}/dashboard/"
         yield {"start": start, "study": study_page, "metrics": metrics, "name": name,
-               "baseline": baseline.number, "profile": tmp / "chromium-profile"}
+               "baseline": baseline.number, "profile": tmp / "chromium-profile",
+               "out": tmp / "out", "url": study.url, "data": study.data}
     finally:
         server.terminate()
         server.wait(timeout=10)

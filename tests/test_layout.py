@@ -21,6 +21,7 @@ COMMANDS = ("search", "confirm", "export", "train", "report", "dashboard", "spac
 PACKAGES = ("cli", "study", "space", "training", "workers", "results")
 LIBRARY = ("study", "space", "training", "workers", "results")
 READ_ONLY = ("export", "report", "dashboard", "spacetool", "whatif")  # never load torch
+API = "api"  # tuning/api.py: the Python API, on the library beside the commands
 MAX_LINES = 300  # one concept a module (shared design notes)
 
 
@@ -47,7 +48,7 @@ def modules(folder: Path) -> list[Path]:
 def test_tuning_holds_the_commands_and_the_packages() -> None:
     top = {p.stem for p in TUNING.glob("*.py")} - {"__init__"}
     folders = {p.name for p in TUNING.iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert top == set(COMMANDS)
+    assert top == {*COMMANDS, API}
     assert folders == set(PACKAGES)
     for package in PACKAGES:
         doc = ast.get_docstring(ast.parse((TUNING / package / "__init__.py").read_text()))
@@ -66,9 +67,19 @@ def test_a_command_never_imports_another(command: str) -> None:
     assert imported(TUNING / f"{command}.py") & others == set()
 
 
+def test_the_api_sits_on_the_library_beside_the_commands() -> None:
+    names = imported(TUNING / f"{API}.py")
+    assert names & {f"tuning.{c}" for c in COMMANDS} == set()
+    # Of what the commands share, only the search's settings (its defaults and checks).
+    cli = {n for n in names if n.startswith("tuning.cli")}
+    assert cli <= {"tuning.cli.search_settings", "tuning.cli.search_settings.SearchSettings"}
+    for command in COMMANDS:  # beside, not under: no command calls it
+        assert f"tuning.{API}" not in imported(TUNING / f"{command}.py"), command
+
+
 @pytest.mark.parametrize("package", LIBRARY)
 def test_the_library_never_imports_the_commands(package: str) -> None:
-    forbidden = {f"tuning.{c}" for c in COMMANDS}
+    forbidden = {f"tuning.{c}" for c in (*COMMANDS, API)}
     for path in modules(TUNING / package):
         names = imported(path)
         assert names & forbidden == set(), path

@@ -26,10 +26,12 @@ def recipe() -> str:
 def test_one_recipe_everywhere() -> None:
     block = recipe()
     assert "load_trained" in block and "load_state_dict" not in block
-    for page in ("docs/pipeline.md", "docs/spaces.md"):
-        loading = [b for b in FENCE.findall((ROOT / page).read_text())
-                   if "load_trained" in b or "load_state_dict" in b]
-        assert loading == [block], f"{page} shows another way to load a model: {loading}"
+    for page in ("README.md", "docs/pipeline.md", "docs/spaces.md", "docs/api.md"):
+        blocks = FENCE.findall((ROOT / page).read_text())
+        if page != "README.md" and page != "docs/api.md":
+            assert block in blocks, f"{page} does not show the README's recipe"
+        others = [b for b in blocks if "load_state_dict" in b or "NeuralNetwork()" in b]
+        assert others == [], f"{page} shows a way to load a model that fits one space: {others}"
 
 
 def _trained_in_studies(study: Searched, tmp_path: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -20,6 +21,7 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
+from tuning.results.artifacts import artifact_dir, open_store
 from tuning.study.errors import StudyError, UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME
 from tuning.study.storage import Location, open_storage
@@ -66,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_study_arguments(parser, DEFAULT_STUDY_NAME)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port on 127.0.0.1")
     parser.add_argument("--verbose", action="store_true", help="log every request on stderr")
+    parser.add_argument("--artifact-dir", type=Path, default=None,
+                        help="Optuna artifact store to list and serve (default: beside the "
+                        "study, where python -m tuning.train uploads: studies/<study-name>-"
+                        "artifacts for the default storage)")
     args = parser.parse_args(argv)
     quiet_optuna()
     try:
@@ -80,8 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise StudyError(f"there is no study {args.study_name!r} in {url}; pass the "
                              "--study-name the search used, or its --storage.")
         handler = WSGIRequestHandler if args.verbose else _QuietHandler
-        server = make_server(HOST, args.port, wsgi(storage), server_class=_ThreadedServer,
-                             handler_class=handler)
+        folder = artifact_dir(location, args.artifact_dir)
+        given = args.artifact_dir is not None  # a folder asked for must exist
+        store = open_store(folder, create=False) if given or folder.is_dir() else None
+        server = make_server(HOST, args.port, wsgi(storage, artifact_store=store),
+                             server_class=_ThreadedServer, handler_class=handler)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             return fail(PROG, f"port {args.port} on {HOST} is in use; pass another --port.")
@@ -92,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Dashboard of {url}: {start}", flush=True)
         if study_page is not None:
             print(f"Study {args.study_name!r}: {study_page}", flush=True)
+        print(f"Artifacts: {folder}" if store is not None else
+              f"Artifacts: none yet ({folder} does not exist; python -m tuning.train "
+              "uploads there)", flush=True)
         print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)
         server.serve_forever()
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: a clean stop

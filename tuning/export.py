@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tuning.cli.artifact_output import add_upload_arguments, artifacts_line
 from tuning.cli.common import (
     EXIT_OK,
     HelpFormatter,
@@ -14,6 +15,7 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
+from tuning.results.artifacts import artifact_dir, open_store, publish
 from tuning.results.files import DEFAULT_OUT, epochs_csv_path, export
 from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
@@ -39,17 +41,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder for <study>-best.json, <study>-trials.csv and "
                         "<study>-epochs.csv")
+    add_upload_arguments(parser, "<study>-best.json")
     args = parser.parse_args(argv)
     quiet_optuna()
     try:
-        study = load_study(Location.of(args.storage, args.study_name), args.study_name)
+        location = Location.of(args.storage, args.study_name)
+        study = load_study(location, args.study_name)
         json_path, csv_path, config = export(study, args.out)
+        if args.upload:
+            folder = artifact_dir(location, args.artifact_dir)
+            published = [publish(study, open_store(folder), json_path)]
     except (UsageError, OSError) as exc:
         return fail(PROG, str(exc), exc=exc)
     print(f"Best configuration: {json_path}  (trial {config['trial_number']}, "
           f"{config['selected_by']})")
     print(f"All trials:         {csv_path}")
     print(f"Per-epoch curves:   {epochs_csv_path(args.out, args.study_name)}")
+    if args.upload:
+        print(f"Artifacts:          {artifacts_line(published, folder, location.url)}")
     return EXIT_OK
 
 

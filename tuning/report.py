@@ -18,6 +18,7 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
+from tuning.cli.artifact_output import add_upload_arguments, artifacts_line
 from tuning.cli.common import (
     EXIT_OK,
     HelpFormatter,
@@ -27,6 +28,7 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
+from tuning.results.artifacts import artifact_dir, open_store, publish
 from tuning.results.files import (
     DEFAULT_OUT,
     best_config,
@@ -206,14 +208,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="test metrics of python -m tuning.train (default: "
                         "studies/<study-name>-test.json, else the file the study recorded when "
                         "train ran; left out of the report if missing)")
+    add_upload_arguments(parser, "the PNG pictures")
     args = parser.parse_args(argv)
     out = args.out or DEFAULT_OUT / f"{args.study_name}-report"
     quiet_optuna()
     try:
-        study = load_study(Location.of(args.storage, args.study_name), args.study_name)
+        location = Location.of(args.storage, args.study_name)
+        study = load_study(location, args.study_name)
         metrics, looked = find_metrics(study, args.metrics,
                                        metrics_path(DEFAULT_OUT, args.study_name))
         report = write_report(study, out, metrics, looked)
+        if args.upload:
+            folder = artifact_dir(location, args.artifact_dir)
+            pngs = [out / f"{p.stem}.png" for p in report.pictures if p.written]
+            published = [publish(study, open_store(folder), png) for png in pngs]
     except (UsageError, OSError) as exc:
         return fail(PROG, str(exc), exc=exc)
     for warning in report.warnings:
@@ -224,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Not drawn: {picture.stem}: {picture.why_not}")
     print(f"{len(drawn)} pictures (HTML and PNG) in {out}")
     print(f"Report: {report.index}")
+    if args.upload:
+        print(f"Artifacts: {artifacts_line(published, folder, location.url)}")
     return EXIT_OK
 
 

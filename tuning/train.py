@@ -13,23 +13,14 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 import torch
 
-from model.data import (
-    DEFAULT_DATA_DIR,
-    DataError,
-    Source,
-    Tensors,
-    load_searched_split,
-    load_split,
-)
+from model.data import DataError
 from model.loops import EpochResult, flush_denormals, warm_up_optimizers
-from model.scoring import score
+from tuning.cli.artifact_output import artifacts_line
 from tuning.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -41,56 +32,17 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
-from tuning.results.files import (
-    DEFAULT_OUT,
-    LOAD_CALL,
-    library_versions,
-    load_call,
-    metrics_path,
-    now,
-    retrain_source,
-    weights_path,
-    write_metrics,
-    write_weights,
-)
-from tuning.results.holdout import record_on_study
-from tuning.space.hyperparameters import Hyperparameters, describe
+from tuning.results.files import LOAD_CALL, load_call
+from tuning.results.retraining import Job, TrainSettings, finish, prepare
+from tuning.space.hyperparameters import describe
 from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME
-from tuning.study.protocol import derive_seed
+from tuning.study.storage import Location
 from tuning.training.device import resolve_device
-from tuning.training.retrain import TRAIN_ON, Diverged, Retrained, replays_trial, retrain
+from tuning.training.retrain import TRAIN_ON, Diverged, Retrained, retrain
 from tuning.workers.signals import deferred, exit_status, stop_reason
 
 PROG = "python -m tuning.train"
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Everything a retrain needs; the defaults are the CLI's defaults."""
-
-    config: Path | None = None  # an exported <study>-best.json; None: read the study itself
-    study_name: str | None = None  # None: the study --config names, else fashion-mnist
-    storage: str | None = None  # None: sqlite:///studies/<study-name>.db
-    epochs: int | None = None  # None: the study's epochs per trial
-    seed: int | None = None  # None: the best trial's own seed, so the retrain replays it
-    threads: int | None = None  # None: the best trial's torch thread count (CPU), if recorded
-    train_on: str = "train+val"  # chosen by benchmarks.train_on: see docs/decisions.md
-    out: Path = DEFAULT_OUT
-    data_dir: Path = DEFAULT_DATA_DIR
-    device: str = "auto"
-
-    def check(self) -> None:
-        """Raise UsageError naming the first flag whose value cannot work."""
-        if self.epochs is not None and self.epochs < 1:
-            raise UsageError(f"--epochs must be at least 1, but got {self.epochs}.")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads must be at least 1, but got {self.threads}.")
-        if self.train_on not in TRAIN_ON:
-            raise UsageError(f"--train-on must be one of {', '.join(TRAIN_ON)}, "
-                             f"but got {self.train_on!r}.")
-        if self.study_name is not None and not self.study_name.strip():
-            raise UsageError("--study-name must not be empty.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "which replays the search's trial")
     parser.add_argument("--out", type=Path, default=d.out,
                         help="folder for <study>-model.pt and <study>-test.json")
+    parser.add_argument("--artifact-dir", type=Path, default=d.artifact_dir,
+                        help="Optuna artifact store for the weights, metrics and confusion "
+                        "matrix, uploaded to the study (default: beside the study, "
+                        "studies/<study-name>-artifacts for the default storage)")
     add_data_and_device_arguments(parser, d.data_dir, d.device)
     return parser
 
@@ -149,75 +105,6 @@ def _print_epoch(result: EpochResult) -> None:
     print(f"{text}, {result.seconds:.1f} s", flush=True)
 
 
-@dataclass(frozen=True)
-class Job:
-    """What one retrain does, resolved from the flags and the configuration."""
-
-    config: dict[str, Any]
-    study: optuna.Study | None  # where the test result is recorded
-    recorded: str  # a line saying where (or why not)
-    params: Hyperparameters
-    epochs: int
-    seed: int
-    source: Source
-    train: Tensors
-    val: Tensors | None
-
-
-def _prepare(settings: TrainSettings) -> Job:
-    """Resolve the configuration, seed, threads and data; nothing is written yet.
-
-    Raises:
-        UsageError, DataError: bad input, with the fix in the message.
-    """
-    settings.check()
-    config, study, recorded = retrain_source(settings.config, settings.study_name,
-                                             settings.storage)
-    params = Hyperparameters.from_params(config["params"])
-    if settings.seed is not None:
-        seed = settings.seed
-    elif config.get("trial_seed") is not None:
-        seed = int(config["trial_seed"])
-    else:  # an export without it: derive it as the search did
-        seed = derive_seed(int(config.get("seed") or 0), int(config["trial_number"]))
-    split = config["data_split"]
-    source, data = load_searched_split(settings.data_dir, int(split["val_size"]),
-                                       int(split["split_seed"]), split.get("train_size"))
-    # train: pick the best epoch on the validation images; train+val: train on both.
-    train, val = (data.train, data.val) if settings.train_on == "train" else (data.joined(), None)
-    return Job(config, study, recorded, params, settings.epochs or int(config["epochs"]), seed,
-               source, train, val)
-
-
-def _metrics(job: Job, settings: TrainSettings, result: Retrained, test: Tensors,
-             device: torch.device, weights: Path) -> dict[str, Any]:
-    config = job.config
-    return {
-        "study_name": config["study_name"],
-        "trial_number": config["trial_number"],
-        "params": config["params"],
-        "validation_accuracy": config.get("validation_accuracy"),
-        **score(result.model, test),
-        "train_on": settings.train_on,
-        "train_size": len(job.train),
-        "epochs": job.epochs,
-        "weights_from_epoch": result.kept_epoch,
-        "seed": job.seed,
-        "device": str(device),
-        "torch_threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "seconds": round(result.seconds, 3),
-        "history": result.history,
-        "replays_trial": replays_trial(config, result.history, job.epochs, job.seed,
-                                  settings.train_on),
-        "weights": weights.name,
-        "network": job.params.network(),
-        "load_with": load_call(job.params.network(), weights),
-        "config": config,
-        "versions": library_versions(),
-        "finished_at": now(),
-    }
-
-
 @stoppable(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Retrain, test and save; return the process exit status."""
@@ -226,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     flush_denormals()  # as the search does: before torch starts its thread pool
     try:
         device = resolve_device(settings.device)
-        job = _prepare(settings)
+        job = prepare(settings)
     except (UsageError, DataError) as exc:
         return fail(PROG, str(exc), exc=exc)
     threads = settings.threads or job.config.get("trial_threads")
@@ -249,23 +136,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = retrain(job.params, job.train, job.val, job.epochs, job.seed, device,
                          _print_epoch)
         with deferred():  # a stop signal waits until weights, metrics and record are written
-            weights = weights_path(settings.out, config["study_name"])
-            write_weights(weights, result.model.state_dict())
-            # The test split is read here, after training, and scored exactly once.
-            test = load_split(job.source, "test").to(device)
-            metrics = _metrics(job, settings, result, test, device, weights)
-            metrics_file = metrics_path(settings.out, config["study_name"])
-            write_metrics(metrics_file, metrics)
-            if job.study is not None:
-                record_on_study(job.study, metrics, metrics_file)
+            done = finish(job, settings, result, device)
             written = True
-    except (Diverged, DataError, OSError) as exc:
+    except (Diverged, UsageError, DataError, OSError) as exc:
         return fail(PROG, str(exc), status=EXIT_FAILED, exc=exc)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
-        done = "its files were written first" if written else "nothing was written"
-        print(f"\n{stop_reason(exc)} during the retrain; {done}.", file=sys.stderr)
+        kept = "its files were written first" if written else "nothing was written"
+        print(f"\n{stop_reason(exc)} during the retrain; {kept}.", file=sys.stderr)
         return exit_status(exc)
-    _print_result(job, settings, result, metrics, weights, metrics_file)
+    _print_result(job, settings, result, done.metrics, done.weights, done.metrics_file)
+    if done.artifact_dir is not None:
+        url = Location.of(settings.storage, config["study_name"]).url
+        print(f"Artifacts: {artifacts_line(done.published, done.artifact_dir, url)}")
     return EXIT_OK
 
 

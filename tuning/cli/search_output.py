@@ -9,10 +9,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from model.loops import EpochResult
+from tuning.cli.artifact_output import dashboard_command
+from tuning.results.artifacts import default_artifact_dir
 from tuning.space.hyperparameters import describe
 from tuning.study.baseline import finished_baseline, pruned_at
 from tuning.study.lifecycle import count_finished, count_states
 from tuning.study.protocol import DIVERGED, PRUNED_REASON_ATTR
+from tuning.study.storage import Location
 
 PARAMS_WIDTH = 30  # describe(params) padded to this, so the trial lines stay in columns
 
@@ -79,8 +82,9 @@ def summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
         if baseline is not None:
             lines.append(_tutorial_line(baseline))
     quoted = shlex.quote(storage_url)
+    artifacts = default_artifact_dir(Location.parse(storage_url))  # where train uploads
     lines += [
-        f"Browse it:  optuna-dashboard {quoted}",
+        f"Browse it:  {dashboard_command(storage_url, artifacts)}",
         f"Confirm it: python -m tuning.confirm --study-name {shlex.quote(study_name)} "
         f"--storage {quoted}   (the best configurations again, from fresh seeds)",
         f"Export it:  python -m tuning.export --study-name {shlex.quote(study_name)} "

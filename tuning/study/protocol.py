@@ -54,6 +54,9 @@ CONFIRM_RUNS_PREFIX = "confirm_trial_"  # + trial number: that trial's fresh-see
 TEST_ATTRS = ("test_accuracy", "test_loss", "test_trial", "test_train_on", "test_epochs",
               "test_seed")
 TEST_FILE_ATTR = "test_metrics_file"  # the absolute path of the test metrics JSON written then
+# Study user attribute prefix: "artifact:<file name>" -> the id of that file's current Optuna
+# artifact (tuning.results.artifacts); flat, so the dashboard lists them beside the test result.
+ARTIFACT_ATTR_PREFIX = "artifact:"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,32 @@
+"""What the tools print about a study's artifacts (``tuning.results.artifacts``)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from tuning.results.artifacts import Published
+
+
+def artifacts_line(published: list[Published], folder: Path, storage_url: str) -> str:
+    """One line: which files are the study's current artifacts, what was new, where they are."""
+    names = ", ".join(p.filename for p in published)
+    new = sum(p.uploaded for p in published)
+    return (f"{names} on the study in {folder} ({new} uploaded, {len(published) - new} "
+            f"unchanged); browse: {dashboard_command(storage_url, folder)}")
+
+
+def dashboard_command(storage_url: str, folder: Path) -> str:
+    """optuna-dashboard started by hand on ``storage_url``, with its artifact store."""
+    return f"optuna-dashboard {shlex.quote(storage_url)} --artifact-dir {shlex.quote(str(folder))}"
+
+
+def add_upload_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--upload and --artifact-dir of the tools that only read a study unless asked."""
+    parser.add_argument("--upload", action="store_true",
+                        help=f"also upload {what} as Optuna artifacts of the study, which "
+                        "optuna-dashboard lists (the one write to the study this tool makes)")
+    parser.add_argument("--artifact-dir", type=Path, default=None,
+                        help="artifact store for --upload (default: beside the study, "
+                        "studies/<study-name>-artifacts for the default storage)")
