@@ -10,7 +10,6 @@ says why) instead of the single luckiest trial.
 from __future__ import annotations
 
 import argparse
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
+from tuning.cli.suggest import next_command
 from tuning.results import confirmation
 from tuning.results.selection import Choice, Run, confirmed, record_run
 from tuning.space.hyperparameters import describe
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     confirmation.save_plan(study, planned)
     tasks = planned.tasks
     print(f"Confirming the {len(planned.trials)} best trials of study {settings.study_name!r} "
-          f"in {location.url}: {settings.seeds} fresh seed(s) each, {record.epochs} epochs, "
+          f"in {location.shown}: {settings.seeds} fresh seed(s) each, {record.epochs} epochs, "
           f"{len(tasks)} run(s) to go; {settings.workers} process(es), device {device}.",
           flush=True)
     print(f"Precision {precision.value} ({precision.reason}); seeds stacked: {stacked.value} "
@@ -154,9 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(PROG, why, status=EXIT_FAILED)
     print(f"Chosen: trial {choice.trial.number} ({why}); the best trial by value is "
           f"{study.best_trial.number}.")
-    storage_flag = f" --storage {shlex.quote(settings.storage)}" if settings.storage else ""
-    print(f"Export it:  python -m tuning.export --study-name "
-          f"{shlex.quote(settings.study_name)}{storage_flag}")
+    print(f"Export it:  {next_command('export', settings.study_name, settings.storage)}")
     return EXIT_OK
 
 

@@ -36,11 +36,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_study_arguments(parser, DEFAULT_STUDY_NAME)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder for <study>-best.json and <study>-trials.csv")
+    parser.add_argument("--prefix", default=None,
+                        help="begin the file names with this instead of the study's name (for "
+                        "a study whose name cannot name a file)")
     args = parser.parse_args(argv)
     quiet_optuna()
     try:
         study = load_study(Location.of(args.storage, args.study_name), args.study_name)
-        json_path, csv_path, config = export(study, args.out)
+        json_path, csv_path, config = export(study, args.out, args.prefix)
     except (StudyError, OSError) as exc:
         return fail(PROG, str(exc))
     print(f"Best configuration: {json_path}  (trial {config['trial_number']}, "

@@ -39,6 +39,7 @@ from tuning.space.hyperparameters import LR_HIGH, LR_LOW
 from tuning.study.baseline import finished_baseline, pruned_at
 from tuning.study.errors import StudyError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
+from tuning.study.names import check_file_name, file_name_problem
 from tuning.study.storage import Location
 
 PROG = "python -m tuning.report"
@@ -189,13 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="test metrics of python -m tuning.train (default: "
                         "studies/<study-name>-test.json, left out of the report if missing)")
     args = parser.parse_args(argv)
-    out = args.out or DEFAULT_OUT / f"{args.study_name}-report"
-    metrics_file = args.metrics or metrics_path(DEFAULT_OUT, args.study_name)
     quiet_optuna()
     try:
+        # The defaults are named after the study: a name that cannot name a file needs --out
+        # (and is reported without a test result unless --metrics names one).
+        out = args.out or DEFAULT_OUT / f"{check_file_name(args.study_name)}-report"
+        metrics_file = args.metrics or metrics_path(DEFAULT_OUT, args.study_name)
+        named = args.metrics is not None or file_name_problem(args.study_name) is None
         study = load_study(Location.of(args.storage, args.study_name), args.study_name)
         metrics = None
-        if args.metrics is not None or metrics_file.exists():
+        if args.metrics is not None or (named and metrics_file.exists()):
             if not metrics_file.exists():
                 raise ValueError(f"--metrics {metrics_file} does not exist; python -m "
                                  "tuning.train writes it.")

@@ -10,7 +10,6 @@ accuracy on the study for the dashboard. docs/decisions.md says why train+val is
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,9 +40,11 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
+from tuning.cli.suggest import next_command
 from tuning.results.files import (
     DEFAULT_OUT,
     LOAD_CALL,
+    file_stem,
     library_versions,
     load_call,
     metrics_path,
@@ -58,6 +59,7 @@ from tuning.space.hyperparameters import Hyperparameters, describe
 from tuning.study.errors import StudyError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME
 from tuning.study.protocol import derive_seed
+from tuning.study.secrets import STORAGE_ENV
 from tuning.training.device import resolve_device
 from tuning.training.retrain import TRAIN_ON, Retrained, replays_trial, retrain
 from tuning.workers.signals import deferred, exit_status, stop_reason
@@ -77,6 +79,7 @@ class TrainSettings:
     threads: int | None = None  # None: the best trial's torch thread count (CPU), if recorded
     train_on: str = "train+val"  # chosen by benchmarks.train_on: see docs/decisions.md
     out: Path = DEFAULT_OUT
+    prefix: str | None = None  # None: the files are named after the study
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "auto"
 
@@ -113,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"the study (default: the one --config names, else "
                         f"{DEFAULT_STUDY_NAME})")
     parser.add_argument("--storage", default=d.storage,
-                        help="database URL of the study (default: sqlite:///studies/"
-                        "<study-name>.db); with --config, the test result is recorded there if "
-                        "given, else in the default file if it holds the study")
+                        help=f"database URL of the study (default: ${STORAGE_ENV} if set, "
+                        "else sqlite:///studies/<study-name>.db); with --config, the test result "
+                        "is recorded there if given, else in the default file if it holds it")
     parser.add_argument("--epochs", type=int, default=d.epochs,
                         help="epochs to train (default: the study's epochs per trial)")
     parser.add_argument("--seed", type=int, default=d.seed,
@@ -131,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "which replays the search's trial")
     parser.add_argument("--out", type=Path, default=d.out,
                         help="folder for <study>-model.pt and <study>-test.json")
+    parser.add_argument("--prefix", default=d.prefix, help="begin the file names with this "
+                        "instead of the study's name (for a name that cannot name a file)")
     add_data_and_device_arguments(parser, d.data_dir, d.device)
     return parser
 
@@ -155,6 +160,7 @@ class Job:
     study: optuna.Study | None  # where the test result is recorded
     recorded: str  # a line saying where (or why not)
     params: Hyperparameters
+    stem: str  # the files' names begin with it: the study's name or --prefix
     epochs: int
     seed: int
     source: Source
@@ -171,6 +177,7 @@ def _prepare(settings: TrainSettings) -> Job:
     settings.check()
     config, study, recorded = retrain_source(settings.config, settings.study_name,
                                              settings.storage)
+    stem = file_stem(config["study_name"], settings.prefix)  # refused before any training
     params = Hyperparameters.from_params(config["params"])
     if settings.seed is not None:
         seed = settings.seed
@@ -183,8 +190,8 @@ def _prepare(settings: TrainSettings) -> Job:
                                        int(split["split_seed"]), split.get("train_size"))
     # train: pick the best epoch on the validation images; train+val: train on both.
     train, val = (data.train, data.val) if settings.train_on == "train" else (data.joined(), None)
-    return Job(config, study, recorded, params, settings.epochs or int(config["epochs"]), seed,
-               source, train, val)
+    return Job(config, study, recorded, params, stem, settings.epochs or int(config["epochs"]),
+               seed, source, train, val)
 
 
 def _metrics(job: Job, settings: TrainSettings, result: Retrained, test: Tensors,
@@ -231,15 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threads is not None and device.type == "cpu":
         torch.set_num_threads(int(threads))
     config = job.config
-    print(
-        f"Retraining trial {config['trial_number']} of study {config['study_name']!r} "
-        f"({describe(config['params'])}; validation accuracy "
-        f"{config['validation_accuracy']:.4f} in the search): {job.epochs} epochs "
-        f"on {len(job.train)} images ({settings.train_on}), seed {job.seed}, device {device}"
-        + (f", {torch.get_num_threads()} torch thread(s)" if device.type == "cpu" else "")
-        + ".",
-        flush=True,
-    )
+    cpu = f", {torch.get_num_threads()} torch thread(s)" if device.type == "cpu" else ""
+    print(f"Retraining trial {config['trial_number']} of study {config['study_name']!r} "
+          f"({describe(config['params'])}; validation accuracy "
+          f"{config['validation_accuracy']:.4f} in the search): {job.epochs} epochs on "
+          f"{len(job.train)} images ({settings.train_on}), seed {job.seed}, device {device}{cpu}.",
+          flush=True)
     claim_cores(PROG, device.type, torch.get_num_threads())
     warm_up_optimizers()  # so the printed training seconds are the training's own
     written = False
@@ -247,12 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = retrain(job.params, job.train, job.val, job.epochs, job.seed, device,
                          _print_epoch)
         with deferred():  # a stop signal waits until weights, metrics and record are written
-            weights = weights_path(settings.out, config["study_name"])
+            weights = weights_path(settings.out, job.stem)
             write_weights(weights, result.model.state_dict())
             # The test split is read here, after training, and scored exactly once.
             test = load_split(job.source, "test").to(device)
             metrics = _metrics(job, settings, result, test, device, weights)
-            metrics_file = metrics_path(settings.out, config["study_name"])
+            metrics_file = metrics_path(settings.out, job.stem)
             write_metrics(metrics_file, metrics)
             if job.study is not None:
                 record_on_study(job.study, metrics)
@@ -278,17 +282,15 @@ def _print_result(job: Job, settings: TrainSettings, result: Retrained, metrics:
                  " (another device, thread count, precision or library version?)."))
     if job.val is not None:
         print(f"Kept the weights of epoch {result.kept_epoch}, the best on validation "
-              f"({max(result.history['val_accuracy']):.4f}), as a trial's value is its best "
-              "epoch.")
+              f"({max(result.history['val_accuracy']):.4f}), as a trial's value is its best epoch.")
     print(f"Test accuracy {metrics['test_accuracy']:.4f} (loss {metrics['test_loss']:.4f}) on "
           f"{metrics['test_size']} test images, after {result.seconds:.1f} s of training.")
     print(f"Weights:  {weights}  (load: {load_call(job.params.network(), weights)})")
     print(f"Metrics:  {metrics_file}")
     print(f"Test result {job.recorded}.")
-    report = f"python -m tuning.report --study-name {shlex.quote(config['study_name'])}"
-    if settings.storage is not None:
-        report += f" --storage {shlex.quote(settings.storage)}"
-    print(f"Report:   {report}")
+    explicit = () if settings.prefix is None else (
+        "--metrics", str(metrics_file), "--out", str(settings.out / f"{job.stem}-report"))
+    print(f"Report:   {next_command('report', config['study_name'], settings.storage, *explicit)}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import NoReturn, Protocol
 
 import optuna
 
+from tuning.study.secrets import STORAGE_ENV, install_scrubber, scrub
 from tuning.training.device import DEVICES
 from tuning.workers import cores
 from tuning.workers.signals import (
@@ -54,7 +55,8 @@ def add_study_arguments(parser: argparse.ArgumentParser, default_name: str) -> N
     parser.add_argument("--study-name", default=default_name, help="name of the study")
     parser.add_argument(
         "--storage", default=None,
-        help="database URL of the study (default: sqlite:///studies/<study-name>.db)",
+        help=f"database URL of the study (default: ${STORAGE_ENV} if set, else "
+        "sqlite:///studies/<study-name>.db); a password in it is never shown",
     )
 
 
@@ -95,7 +97,7 @@ def stoppable(prog: str) -> Callable[[Main], Main]:
 
 def fail(prog: str, message: str, status: int = EXIT_USAGE) -> int:
     """Print ``message`` as the tool's error on stderr; return the exit status to use."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {scrub(message)}", file=sys.stderr)  # no storage password
     return status
 
 
@@ -128,6 +130,7 @@ def quiet_optuna(level: int = logging.WARNING) -> None:
     Ctrl-C, SIGTERM and SIGHUP raise ``signals.Stopped`` (a KeyboardInterrupt) where they land;
     Optuna then marks the running trial failed and logs that with a traceback, which this drops.
     """
+    install_scrubber()  # no storage password in any log record, warning or traceback
     quiet = _QuietAfterInterrupt()
     optuna.logging.disable_default_handler()
     handler = logging.StreamHandler()

@@ -24,6 +24,7 @@ from tuning.results.selection import chosen
 from tuning.space.hyperparameters import TUTORIAL, Hyperparameters
 from tuning.study.errors import StudyError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, count_states, load_study
+from tuning.study.names import check_file_name, file_name_problem
 from tuning.study.protocol import (
     HISTORY_KEYS,
     KERNEL_ATTR,
@@ -33,6 +34,7 @@ from tuning.study.protocol import (
     THREADS_ATTR,
     configuration,
 )
+from tuning.study.secrets import storage_from
 from tuning.study.storage import Location
 
 DEFAULT_OUT = Path("studies")
@@ -137,17 +139,29 @@ def _network(params: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def export(study: optuna.Study, out: Path) -> tuple[Path, Path, dict[str, Any]]:
-    """Write ``<study>-best.json`` and ``<study>-trials.csv`` into ``out``.
+def file_stem(study_name: str, prefix: str | None = None) -> str:
+    """How a study's files begin: ``prefix`` where given, else the study's name.
+
+    Raises:
+        StudyError: that cannot be part of a file name (``tuning.study.names``).
+    """
+    return check_file_name(prefix, "--prefix") if prefix is not None else check_file_name(
+        study_name, "study name")
+
+
+def export(study: optuna.Study, out: Path, prefix: str | None = None
+           ) -> tuple[Path, Path, dict[str, Any]]:
+    """Write ``<study>-best.json`` and ``<study>-trials.csv`` (or ``<prefix>-...``) into ``out``.
 
     Returns both paths and the configuration written.
 
     Raises:
-        StudyError: the study has no completed trial.
+        StudyError: the study has no completed trial, or its name cannot name a file.
     """
+    stem = file_stem(study.study_name, prefix)
     config = best_config(study)
-    json_path = out / f"{study.study_name}-best.json"
-    csv_path = out / f"{study.study_name}-trials.csv"
+    json_path = out / f"{stem}-best.json"
+    csv_path = out / f"{stem}-trials.csv"
     write_atomically(json_path, json.dumps(config, indent=2) + "\n")
     write_atomically(csv_path, study.trials_dataframe(multi_index=False).to_csv(index=False))
     return json_path, csv_path, config
@@ -192,26 +206,31 @@ def retrain_source(config_path: Path | None, study_name: str | None, storage: st
     Raises:
         ValueError, StudyError: the file or study cannot be read, or they disagree.
     """
+    storage = storage_from(storage)
     if config_path is None:
         name = study_name or DEFAULT_STUDY_NAME
         location = Location.of(storage, name)
         study = load_study(location, name)
-        return best_config(study), study, f"recorded on study {name!r} in {location.url}"
+        return best_config(study), study, f"recorded on study {name!r} in {location.shown}"
     config = read_best_config(config_path)
     name = config["study_name"]
     if study_name is not None and study_name != name:
         raise ValueError(f"--study-name {study_name!r} does not match the study "
                          f"{name!r} that --config {config_path} names; leave it out.")
+    if storage is None and file_name_problem(name) is not None:
+        return config, None, (f"not recorded on a study: study {name!r} has no default "
+                              "storage (its name cannot name a file); pass --storage")
     if storage is not None:  # asked for: it must be there
-        study = load_study(Location.parse(storage), name)
-        return config, study, f"recorded on study {name!r} in {storage}"
+        location = Location.parse(storage)
+        study = load_study(location, name)
+        return config, study, f"recorded on study {name!r} in {location.shown}"
     location = Location.default(name)
     try:
         study = load_study(location, name)
     except StudyError:
-        return config, None, (f"not recorded on a study: {location.url} holds no study "
+        return config, None, (f"not recorded on a study: {location.shown} holds no study "
                               f"{name!r} (pass --storage to record it)")
-    return config, study, f"recorded on study {name!r} in {location.url}"
+    return config, study, f"recorded on study {name!r} in {location.shown}"
 
 
 # --- <study>-model.pt and <study>-test.json ------------------------------------------------
