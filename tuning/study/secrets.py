@@ -98,6 +98,7 @@ def install_scrubber() -> None:
     formatwarning = warnings.formatwarning
     warnings.formatwarning = lambda *a, **k: scrub(formatwarning(*a, **k))
     sys.excepthook = _scrubbing_excepthook
+    threading.excepthook = _scrubbing_thread_hook  # e.g. a heartbeat thread's storage error
 
 
 def _scrubbing_records(factory: Callable[..., logging.LogRecord]
@@ -121,3 +122,11 @@ def _scrubbing_records(factory: Callable[..., logging.LogRecord]
 
 def _scrubbing_excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
     sys.stderr.write(scrub("".join(traceback.format_exception(kind, value, tb))))
+
+
+def _scrubbing_thread_hook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    sys.stderr.write(scrub(f"Exception in thread {name}:\n{text}"))

@@ -77,7 +77,7 @@ class Location:
             return cls(url, "journal", Path(url))
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: e.g. a port that is no number
             raise StudyError(
                 f"--storage {masked(url)!r} is not a database URL; use e.g. {_URL_EXAMPLES}."
             ) from None
