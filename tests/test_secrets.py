@@ -50,6 +50,13 @@ def hidden(password: str, *texts: str, folder: Path | None = None) -> None:
                 assert spelling.encode() not in data, f"{path} holds the password"
 
 
+def tiny(tool: str, data: Path) -> tuple[str, ...]:
+    """Flags that make ``tool`` train on the synthetic data in ``data``, briefly."""
+    if tool == "search":
+        return ("--data-dir", str(data), "--val-size", "100", "--n-trials", "1", "--epochs", "1")
+    return ("--data-dir", str(data)) if tool in ("confirm", "train") else ()
+
+
 def tree(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
@@ -89,11 +96,9 @@ def test_log_records_and_their_tracebacks_are_scrubbed(capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize("tool", TOOLS)
-def test_no_tool_shows_the_password_of_a_server_that_does_not_answer(tool: str, tmp_path: Path
-                                                                    ) -> None:
-    result = run_main(f"tuning.{tool}", "--storage", CLOSED, "--data-dir", str(tmp_path),
-                      cwd=tmp_path) if tool in ("search", "confirm", "train") else run_main(
-        f"tuning.{tool}", "--storage", CLOSED, cwd=tmp_path)
+def test_no_tool_shows_the_password_of_a_server_that_does_not_answer(tool: str, tmp_path: Path,
+                                                                    idx_dir: Path) -> None:
+    result = run_main(f"tuning.{tool}", "--storage", CLOSED, *tiny(tool, idx_dir), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "tuner:***@127.0.0.1:1/x" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -139,12 +144,12 @@ def test_names_that_would_become_paths_are_described(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(BAD_NAMES))
 def test_search_refuses_a_name_its_default_storage_would_turn_into_a_path(name: str,
-                                                                         tmp_path: Path) -> None:
+                                                                         tmp_path: Path,
+                                                                         idx_dir: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     before = tree(tmp_path)
-    result = run_main("tuning.search", "--study-name", name, "--data-dir", str(tmp_path),
-                      cwd=work)
+    result = run_main("tuning.search", "--study-name", name, *tiny("search", idx_dir), cwd=work)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "cannot name a file" in result.stderr and "at most 100 characters" in result.stderr

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 
 from tests import pgserver
 from tests.conftest import ROOT, run_main
-from tests.test_secrets import TOOLS, hidden
+from tests.test_secrets import TOOLS, hidden, tiny
 from tuning.study import reconnect
 from tuning.study.secrets import STORAGE_ENV
 
@@ -71,12 +71,10 @@ def _search(url: str, name: str, data: Path, work: Path, *extra: str,
 
 @pytest.mark.parametrize("tool", TOOLS)
 def test_a_wrong_password_is_refused_without_showing_it(server: pgserver.Server, tool: str,
-                                                        work: Path) -> None:
+                                                        work: Path, idx_dir: Path) -> None:
     wrong = f"Wrong-{uuid.uuid4().hex[:8]}"
-    args = ["--storage", server.url_with(wrong)]
-    if tool in ("search", "confirm", "train"):
-        args += ["--data-dir", str(work)]
-    result = run_main(f"tuning.{tool}", *args, cwd=work)
+    result = run_main(f"tuning.{tool}", "--storage", server.url_with(wrong),
+                      *tiny(tool, idx_dir), cwd=work)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "password authentication failed" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -220,9 +218,7 @@ def test_a_server_stopped_mid_search_fails_it_without_showing_the_password(
     assert "the search stopped" in result.stderr
     hidden(PASSWORD, result.stdout, result.stderr, folder=work)
     for tool in TOOLS:  # and every tool on the server that stays away
-        data = ("--data-dir", str(idx_dir)) if tool in ("search", "confirm", "train") else ()
-        data += TINY if tool == "search" else ()
-        later = run_main(f"tuning.{tool}", "--storage", url, "--study-name", "stopped", *data,
-                         cwd=work)
+        later = run_main(f"tuning.{tool}", "--storage", url, "--study-name", "stopped",
+                         *tiny(tool, idx_dir), cwd=work)
         assert later.returncode == 2 and "Connection refused" in later.stderr, later.stderr
         hidden(PASSWORD, later.stdout, later.stderr, folder=work)

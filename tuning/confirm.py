@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -51,7 +51,7 @@ class ConfirmSettings:
     """Everything a confirmation needs; the defaults are the CLI's defaults."""
 
     study_name: str = DEFAULT_STUDY_NAME
-    storage: str | None = None  # None: sqlite:///studies/<study-name>.db
+    storage: str | None = field(default=None, repr=False)  # None: Location.of's default
     top: int = 5  # how many of the best completed trials are trained again
     seeds: int = 3  # fresh seeds per configuration
     workers: int = 1  # processes, one torch thread each when more than one (CPU only)

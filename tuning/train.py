@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ class TrainSettings:
 
     config: Path | None = None  # an exported <study>-best.json; None: read the study itself
     study_name: str | None = None  # None: the study --config names, else fashion-mnist
-    storage: str | None = None  # None: sqlite:///studies/<study-name>.db
+    storage: str | None = field(default=None, repr=False)  # None: Location.of's default
     epochs: int | None = None  # None: the study's epochs per trial
     seed: int | None = None  # None: the best trial's own seed, so the retrain replays it
     threads: int | None = None  # None: the best trial's torch thread count (CPU), if recorded

@@ -14,7 +14,7 @@ import time
 import warnings
 import weakref
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,7 +60,7 @@ _URL_EXAMPLES = (
 class Location:
     """A storage URL, checked and classified once."""
 
-    url: str  # as the user gave it (or the default), to connect with: never shown (``shown``)
+    url: str = field(repr=False)  # as given (or the default), to connect with; shown: ``shown``
     kind: Literal["sqlite", "journal", "server"]
     path: Path | None  # the file of a SQLite or journal storage; None for a server
     driver: str = ""  # SQLAlchemy's driver name (a server's, e.g. "psycopg")
