@@ -210,3 +210,10 @@ def test_train_refuses_such_a_name_before_training_and_takes_a_prefix(escaped: S
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["escaped-model.pt", "escaped-test.json"]
     assert "--metrics" in result.stdout  # the report it suggests names its files explicitly
+
+
+def test_a_very_short_password_is_masked_in_urls_but_not_scrubbed_from_all_text() -> None:
+    url = "postgresql+psycopg://u:ab@h/db"
+    secrets.remember(url)
+    assert secrets.masked(url) == "postgresql+psycopg://u:***@h/db"
+    assert secrets.scrub("table abc") == "table abc"  # not garbled into "t***le ***c"

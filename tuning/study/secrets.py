@@ -32,6 +32,9 @@ MASK = "***"  # what a password is shown as (SQLAlchemy's hide_password shows th
 # user:password@ in a URL SQLAlchemy cannot parse: its password is masked all the same.
 _USERINFO = re.compile(r"(://[^/@:\s]*:)[^@\s]*@")
 
+# A shorter password is still masked in every URL shown, but not scrubbed from other text:
+# replacing every "ab" would garble all output, and such a password protects little anyway.
+MIN_SCRUBBED_CHARS = 4
 _known: set[str] = set()  # passwords this process has seen, in every spelling a text may hold
 _lock = threading.Lock()
 
@@ -73,7 +76,7 @@ def remember(url: str) -> None:
     if raw is not None:  # as typed, percent-encoded or not
         spellings.add(raw.group(0)[len(raw.group(1)):-1])
     with _lock:
-        _known.update(s for s in spellings if s)
+        _known.update(s for s in spellings if len(s) >= MIN_SCRUBBED_CHARS)
 
 
 def scrub(text: str) -> str:
