@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study-name", default=DEFAULT_STUDY_NAME,
                         help="the study whose best configurations are compared")
     parser.add_argument("--storage", default=None,
-                        help="its database URL (default: sqlite:///studies/<study-name>.db)")
+                        help="its database URL (default: $FASHION_TUNE_STORAGE if set, else "
+                        "sqlite:///studies/<study-name>.db)")
     parser.add_argument("--top", type=int, default=3, help="how many best configurations")
     parser.add_argument("--params", type=parse_params, action="append", default=None,
                         metavar="OPT,LR,BATCH",

@@ -50,6 +50,12 @@ def own_cores_folder(tmp_path_factory: pytest.TempPathFactory,
     return folder
 
 
+@pytest.fixture(autouse=True)
+def no_storage_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A $FASHION_TUNE_STORAGE of the user's must not send the tests' studies elsewhere."""
+    monkeypatch.delenv("FASHION_TUNE_STORAGE", raising=False)
+
+
 @pytest.fixture
 def idx_dir(tmp_path: Path) -> Path:
     """A folder holding synthetic gzipped FashionMNIST files (600 train, 100 test images)."""

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 
 def binaries() -> Path | None:
@@ -31,10 +32,15 @@ def free_port() -> int:
 
 
 class Server:
-    """A PostgreSQL server in ``folder`` on a free port of 127.0.0.1, trust authentication."""
+    """A PostgreSQL server in ``folder`` on a free port of 127.0.0.1.
 
-    def __init__(self, folder: Path, bin_dir: Path) -> None:
+    Trust authentication, or with ``password`` given, SCRAM password authentication for the
+    user ``postgres`` (the shared test server trusts everyone: it cannot refuse a password).
+    """
+
+    def __init__(self, folder: Path, bin_dir: Path, password: str | None = None) -> None:
         self.folder = folder
+        self.password = password
         self.data = folder / "pgdata"
         self.bin = bin_dir
         self.port = free_port()
@@ -51,7 +57,13 @@ class Server:
 
     @property
     def url(self) -> str:
+        """The server's URL, without a password (PGPASSWORD or ~/.pgpass may supply it)."""
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url_with(self, password: str) -> str:
+        """The server's URL with ``password`` in it (percent-encoded as a URL needs)."""
+        secret = quote(password, safe="")
+        return f"postgresql+psycopg://postgres:{secret}@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *command: str) -> None:
         argv = [str(self.bin / command[0]), *command[1:]]
@@ -65,7 +77,20 @@ class Server:
                                f"{done.stderr}\nserver log:\n{tail}")
 
     def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        if self.password is None:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E",
+                      "UTF8")
+            return
+        pwfile = self.folder / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self.user is not None:
+            shutil.chown(pwfile, self.user)
+        pwfile.chmod(0o600)
+        try:
+            self._run("initdb", "-D", str(self.data), "-U", "postgres",
+                      "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8")
+        finally:
+            pwfile.unlink()
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"

@@ -92,7 +92,7 @@ def search(study_name: str = DEFAULT_STUDY_NAME, **options: Any) -> optuna.Study
                          seed=settings.seed, space=space.text, space_name=space.name)
     study, _ = create_or_resume(storage, study_name, sampler_name=settings.sampler,
                                 pruner_name=settings.pruner, seed=settings.seed, record=record,
-                                where=location.url)
+                                where=location.shown)
     if count_finished(study) < settings.n_trials:
         precision = choose_precision(settings.precision, device).value
         objective = Objective(data, settings.epochs, settings.seed, device,

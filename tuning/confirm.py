@@ -10,9 +10,8 @@ says why) instead of the single luckiest trial.
 from __future__ import annotations
 
 import argparse
-import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +30,7 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
+from tuning.cli.suggest import next_command
 from tuning.results import confirmation
 from tuning.results.selection import Choice, Run, confirmed, record_run
 from tuning.space.hyperparameters import describe
@@ -51,7 +51,7 @@ class ConfirmSettings:
     """Everything a confirmation needs; the defaults are the CLI's defaults."""
 
     study_name: str = DEFAULT_STUDY_NAME
-    storage: str | None = None  # None: sqlite:///studies/<study-name>.db
+    storage: str | None = field(default=None, repr=False)  # None: Location.of's default
     top: int = 5  # how many of the best completed trials are trained again
     seeds: int = 3  # fresh seeds per configuration
     workers: int = 1  # processes, one torch thread each when more than one (CPU only)
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     confirmation.save_plan(study, planned)
     tasks = planned.tasks
     print(f"Confirming the {len(planned.trials)} best trials of study {settings.study_name!r} "
-          f"in {location.url}: {settings.seeds} fresh seed(s) each, {record.epochs} epochs, "
+          f"in {location.shown}: {settings.seeds} fresh seed(s) each, {record.epochs} epochs, "
           f"{len(tasks)} run(s) to go; {settings.workers} process(es), device {device}.",
           flush=True)
     print(f"Precision {precision.value} ({precision.reason}); seeds stacked: {stacked.value} "
@@ -154,9 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(PROG, why, status=EXIT_FAILED)
     print(f"Chosen: trial {choice.trial.number} ({why}); the best trial by value is "
           f"{study.best_trial.number}.")
-    storage_flag = f" --storage {shlex.quote(settings.storage)}" if settings.storage else ""
-    print(f"Export it:  python -m tuning.export --study-name "
-          f"{shlex.quote(settings.study_name)}{storage_flag}")
+    print(f"Export it:  {next_command('export', settings.study_name, settings.storage)}")
     return EXIT_OK
 
 

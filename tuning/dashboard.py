@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 < args.port < 65536:
             raise UsageError(f"--port must be between 1 and 65535, but got {args.port}.")
         location = Location.of(args.storage, args.study_name)
-        url = location.url
+        url = location.shown
         check_existing(location, must_exist=True)
         storage = open_storage(location)
         start, study_page = dashboard_urls(storage, args.port, args.study_name)

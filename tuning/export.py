@@ -16,7 +16,7 @@ from tuning.cli.common import (
     stoppable,
 )
 from tuning.results.artifacts import artifact_dir, open_store, publish
-from tuning.results.files import DEFAULT_OUT, epochs_csv_path, export
+from tuning.results.files import DEFAULT_OUT, epochs_csv_path, export, file_stem
 from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
 from tuning.study.storage import Location
@@ -41,13 +41,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help="folder for <study>-best.json, <study>-trials.csv and "
                         "<study>-epochs.csv")
+    parser.add_argument("--prefix", default=None,
+                        help="begin the file names with this instead of the study's name (for "
+                        "a study whose name cannot name a file)")
     add_upload_arguments(parser, "<study>-best.json")
     args = parser.parse_args(argv)
     quiet_optuna()
     try:
         location = Location.of(args.storage, args.study_name)
         study = load_study(location, args.study_name)
-        json_path, csv_path, config = export(study, args.out)
+        json_path, csv_path, config = export(study, args.out, args.prefix)
         if args.upload:
             folder = artifact_dir(location, args.artifact_dir)
             published = [publish(study, open_store(folder), json_path)]
@@ -56,9 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Best configuration: {json_path}  (trial {config['trial_number']}, "
           f"{config['selected_by']})")
     print(f"All trials:         {csv_path}")
-    print(f"Per-epoch curves:   {epochs_csv_path(args.out, args.study_name)}")
+    epochs_csv = epochs_csv_path(args.out, file_stem(study.study_name, args.prefix))
+    print(f"Per-epoch curves:   {epochs_csv}")
     if args.upload:
-        print(f"Artifacts:          {artifacts_line(published, folder, location.url)}")
+        print(f"Artifacts:          {artifacts_line(published, folder, location.shown)}")
     return EXIT_OK
 
 

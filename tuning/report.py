@@ -41,6 +41,7 @@ from tuning.space.hyperparameters import LR_HIGH, LR_LOW
 from tuning.study.baseline import finished_baseline, pruned_at
 from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
+from tuning.study.names import check_file_name, file_name_problem
 from tuning.study.storage import Location
 
 PROG = "python -m tuning.report"
@@ -94,7 +95,7 @@ def write_report(study: optuna.Study, out: Path, metrics: dict[str, Any] | None,
         )
     report.pictures += draw_study(study, out)
     places = metrics_file if isinstance(metrics_file, list) else [metrics_file]
-    looked = " or ".join(str(place) for place in places)
+    looked = " or ".join(str(place) for place in places) or "no file is named after the study"
     if metrics is None and recorded_test(study) is not None:
         report.pictures.append(Picture(
             "confusion_matrix", CONFUSION_TITLE, written=False,
@@ -210,13 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "train ran; left out of the report if missing)")
     add_upload_arguments(parser, "the PNG pictures")
     args = parser.parse_args(argv)
-    out = args.out or DEFAULT_OUT / f"{args.study_name}-report"
     quiet_optuna()
     try:
+        # The defaults are named after the study: a name that cannot name a file needs --out
+        # (and is reported without a test result unless --metrics names one or the study
+        # recorded where train wrote it).
+        out = args.out or DEFAULT_OUT / f"{check_file_name(args.study_name)}-report"
+        named = file_name_problem(args.study_name) is None
         location = Location.of(args.storage, args.study_name)
         study = load_study(location, args.study_name)
-        metrics, looked = find_metrics(study, args.metrics,
-                                       metrics_path(DEFAULT_OUT, args.study_name))
+        metrics, looked = find_metrics(
+            study, args.metrics, metrics_path(DEFAULT_OUT, args.study_name) if named else None)
         report = write_report(study, out, metrics, looked)
         if args.upload:
             folder = artifact_dir(location, args.artifact_dir)
@@ -233,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(drawn)} pictures (HTML and PNG) in {out}")
     print(f"Report: {report.index}")
     if args.upload:
-        print(f"Artifacts: {artifacts_line(published, folder, location.url)}")
+        print(f"Artifacts: {artifacts_line(published, folder, location.shown)}")
     return EXIT_OK
 
 

@@ -39,6 +39,7 @@ from tuning.study.baseline import queue_baseline_if_due, tutorial_params
 from tuning.study.errors import UsageError
 from tuning.study.lifecycle import count_finished, create_or_resume
 from tuning.study.protocol import StudyRecord
+from tuning.study.secrets import STORAGE_ENV
 from tuning.study.storage import Location, heartbeat_of, open_storage
 from tuning.study.storage_checks import check_existing, check_writable
 from tuning.training.device import resolve_device
@@ -53,7 +54,7 @@ from tuning.workers.signals import (
     stop_reason,
     supervisor_pid,
 )
-from tuning.workers.supervisor import WorkerExit, supervise
+from tuning.workers.supervisor import WorkerExit, supervise, without_flag
 from tuning.workers.trial_loop import run_trials
 
 
@@ -94,7 +95,7 @@ def _prepare(settings: SearchSettings) -> Prepared:
     study, resumed = create_or_resume(
         storage, settings.study_name, sampler_name=settings.sampler,
         pruner_name=settings.pruner, seed=settings.seed, record=record, worker=settings.worker,
-        where=location.url,
+        where=location.shown,
     )
     return Prepared(settings, location, study, storage, resumed, source, data, device,
                     choose_precision(settings.precision, device), space)
@@ -112,7 +113,7 @@ def _announce(run: Prepared) -> None:
         threads = (f"{settings.workers} workers x {threads_per_worker(settings.workers)} "
                    "torch threads")
     print(
-        f"Study {settings.study_name!r} in {run.location.url} "
+        f"Study {settings.study_name!r} in {run.location.shown} "
         f"({'resumed' if run.resumed else 'new'}): {count_finished(run.study)} of "
         f"{settings.n_trials} trials finished."
     )
@@ -150,12 +151,12 @@ def _run_here(run: Prepared) -> int:
     queue = (None if tutorial is None else
              partial(queue_baseline_if_due, run.study, settings.n_trials, tutorial))
     try:
-        run_trials(run.study, objective, settings.n_trials, storage_url=run.location.url,
+        run_trials(run.study, objective, settings.n_trials, storage_url=run.location.shown,
                    heartbeat=heartbeat_of(run.storage), timeout=settings.timeout,
                    callbacks=[progress.trial], before_trial=queue)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: signals.Stopped
         if not settings.worker:  # a worker's supervisor reports
-            interrupted(run.study, settings.n_trials, run.location.url, settings.workers,
+            interrupted(run.study, settings.n_trials, run.location.shown, settings.workers,
                         stop_reason(exc))
         return exit_status(exc)
     except Exception as exc:  # a trial failed for a reason other than divergence
@@ -166,14 +167,18 @@ def _run_here(run: Prepared) -> int:
 def _supervise(run: Prepared, argv: Sequence[str] | None) -> int:
     """Run --workers copies of this command on the study, wait for them, say how it ended."""
     settings = run.settings
-    command = [sys.executable, "-m", "tuning.search", *(sys.argv[1:] if argv is None else argv)]
+    # The storage URL reaches the workers in their environment, not their argument lists,
+    # which any user of the machine can read (ps): it may hold a password.
+    args = without_flag(sys.argv[1:] if argv is None else argv, "--storage")
+    command = [sys.executable, "-m", "tuning.search", *args]
 
     def warn(worker: WorkerExit) -> None:
         print(f"{PROG}: warning: {worker.describe()}.", file=sys.stderr, flush=True)
 
-    outcome = supervise(command, settings.workers, on_exit=warn)
+    outcome = supervise(command, settings.workers, on_exit=warn,
+                        env={STORAGE_ENV: run.location.url})
     if outcome.interrupted is not None:
-        interrupted(run.study, settings.n_trials, run.location.url, settings.workers,
+        interrupted(run.study, settings.n_trials, run.location.shown, settings.workers,
                     stop_reason(outcome.interrupted))
         return exit_status(outcome.interrupted)
     finished = count_finished(run.study)
@@ -222,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = _run_here(run)
         if status != EXIT_OK or settings.worker:
             return status  # a worker's supervisor prints the summary
-    print(summary(run.study, run.location.url, settings.study_name))
+    print(summary(run.study, run.location.shown, settings.study_name))
     return EXIT_OK
 
 

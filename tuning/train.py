@@ -10,7 +10,6 @@ accuracy on the study for the dashboard. docs/decisions.md says why train+val is
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,11 +31,13 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
+from tuning.cli.suggest import next_command
 from tuning.results.files import LOAD_CALL, load_call
 from tuning.results.retraining import Job, TrainSettings, finish, prepare
 from tuning.space.hyperparameters import describe
 from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME
+from tuning.study.secrets import STORAGE_ENV
 from tuning.study.storage import Location
 from tuning.training.device import resolve_device
 from tuning.training.retrain import TRAIN_ON, Diverged, Retrained, retrain
@@ -67,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"the study (default: the one --config names, else "
                         f"{DEFAULT_STUDY_NAME})")
     parser.add_argument("--storage", default=d.storage,
-                        help="database URL of the study (default: sqlite:///studies/"
-                        "<study-name>.db); with --config, the test result is recorded there if "
-                        "given, else in the default file if it holds the study")
+                        help=f"database URL of the study (default: ${STORAGE_ENV} if set, "
+                        "else sqlite:///studies/<study-name>.db); with --config, the test result "
+                        "is recorded there if given, else in the default file if it holds it")
     parser.add_argument("--epochs", type=int, default=d.epochs,
                         help="epochs to train (default: the study's epochs per trial)")
     parser.add_argument("--seed", type=int, default=d.seed,
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Optuna artifact store for the weights, metrics and confusion "
                         "matrix, uploaded to the study (default: beside the study, "
                         "studies/<study-name>-artifacts for the default storage)")
+    parser.add_argument("--prefix", default=d.prefix, help="begin the file names with this "
+                        "instead of the study's name (for a name that cannot name a file)")
     add_data_and_device_arguments(parser, d.data_dir, d.device)
     return parser
 
@@ -146,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_status(exc)
     _print_result(job, settings, result, done.metrics, done.weights, done.metrics_file)
     if done.artifact_dir is not None:
-        url = Location.of(settings.storage, config["study_name"]).url
+        url = Location.of(settings.storage, config["study_name"]).shown
         print(f"Artifacts: {artifacts_line(done.published, done.artifact_dir, url)}")
     return EXIT_OK
 
@@ -169,10 +172,9 @@ def _print_result(job: Job, settings: TrainSettings, result: Retrained, metrics:
     print(f"Weights:  {weights}  (load: {load_call(job.params.network(), weights)})")
     print(f"Metrics:  {metrics_file}")
     print(f"Test result {job.recorded}.")
-    report = f"python -m tuning.report --study-name {shlex.quote(config['study_name'])}"
-    if settings.storage is not None:
-        report += f" --storage {shlex.quote(settings.storage)}"
-    print(f"Report:   {report}")
+    explicit = () if settings.prefix is None else (
+        "--metrics", str(metrics_file), "--out", str(settings.out / f"{job.stem}-report"))
+    print(f"Report:   {next_command('report', config['study_name'], settings.storage, *explicit)}")
 
 
 if __name__ == "__main__":

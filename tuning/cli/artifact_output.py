@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from tuning.results.artifacts import Published
+from tuning.study.secrets import masked
 
 
 def artifacts_line(published: list[Published], folder: Path, storage_url: str) -> str:
@@ -18,8 +19,9 @@ def artifacts_line(published: list[Published], folder: Path, storage_url: str) -
 
 
 def dashboard_command(storage_url: str, folder: Path) -> str:
-    """optuna-dashboard started by hand on ``storage_url``, with its artifact store."""
-    return f"optuna-dashboard {shlex.quote(storage_url)} --artifact-dir {shlex.quote(str(folder))}"
+    """optuna-dashboard started by hand on ``storage_url`` (password masked), with its store."""
+    return (f"optuna-dashboard {shlex.quote(masked(storage_url))} "
+            f"--artifact-dir {shlex.quote(str(folder))}")
 
 
 def add_upload_arguments(parser: argparse.ArgumentParser, what: str) -> None:

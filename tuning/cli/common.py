@@ -14,6 +14,7 @@ from typing import Any, NoReturn, Protocol
 
 import optuna
 
+from tuning.study.secrets import STORAGE_ENV, install_scrubber, scrub
 from tuning.training.device import DEVICES
 from tuning.workers import cores
 from tuning.workers.signals import (
@@ -77,7 +78,8 @@ def add_study_arguments(parser: argparse.ArgumentParser, default_name: str) -> N
     parser.add_argument("--study-name", default=default_name, help="name of the study")
     parser.add_argument(
         "--storage", default=None,
-        help="database URL of the study (default: sqlite:///studies/<study-name>.db)",
+        help=f"database URL of the study (default: ${STORAGE_ENV} if set, else "
+        "sqlite:///studies/<study-name>.db); a password in it is never shown",
     )
 
 
@@ -126,11 +128,12 @@ def fail(prog: str, message: str, status: int = EXIT_USAGE,
     """Print ``message`` as the tool's error on stderr; return the exit status to use.
 
     Every error line of every tool is printed here. With --debug (``debugging()``), the
-    traceback of ``exc``, the error behind the message, follows the line.
+    traceback of ``exc``, the error behind the message, follows the line. Storage passwords
+    are removed from all of it.
     """
     if exc is not None and debugging():
         message += "\n" + "".join(traceback.format_exception(exc)).rstrip()
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {scrub(message)}", file=sys.stderr)  # no storage password
     return status
 
 
@@ -163,6 +166,7 @@ def quiet_optuna(level: int = logging.WARNING) -> None:
     Ctrl-C, SIGTERM and SIGHUP raise ``signals.Stopped`` (a KeyboardInterrupt) where they land;
     Optuna then marks the running trial failed and logs that with a traceback, which this drops.
     """
+    install_scrubber()  # no storage password in any log record, warning or traceback
     quiet = _QuietAfterInterrupt()
     optuna.logging.disable_default_handler()
     handler = logging.StreamHandler()

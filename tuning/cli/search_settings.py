@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from model.data import DEFAULT_DATA_DIR
@@ -36,7 +36,7 @@ class SearchSettings:
     """Everything a search run needs; the defaults are the CLI's defaults."""
 
     study_name: str = DEFAULT_STUDY_NAME
-    storage: str | None = None  # None: sqlite:///studies/<study_name>.db
+    storage: str | None = field(default=None, repr=False)  # None: Location.of's default
     n_trials: int = 20  # finished (complete or pruned) trials the study should reach in total
     timeout: float | None = None  # seconds for this run; None: no limit
     epochs: int = EPOCHS

@@ -26,6 +26,7 @@ from tuning.results.tables import epochs_table, trials_table
 from tuning.space.hyperparameters import Hyperparameters
 from tuning.study.errors import StudyError, UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, count_states, load_study
+from tuning.study.names import check_file_name, file_name_problem
 from tuning.study.protocol import (
     HISTORY_KEYS,
     KERNEL_ATTR,
@@ -35,6 +36,7 @@ from tuning.study.protocol import (
     THREADS_ATTR,
     configuration,
 )
+from tuning.study.secrets import storage_from
 from tuning.study.storage import Location
 
 DEFAULT_OUT = Path("studies")
@@ -138,26 +140,38 @@ def _network(params: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def epochs_csv_path(out: Path, study_name: str) -> Path:
-    """Where ``export`` writes the per-epoch curves of ``study_name``'s trials."""
-    return out / f"{study_name}-epochs.csv"
+def file_stem(study_name: str, prefix: str | None = None) -> str:
+    """How a study's files begin: ``prefix`` where given, else the study's name.
+
+    Raises:
+        StudyError: that cannot be part of a file name (``tuning.study.names``).
+    """
+    return check_file_name(prefix, "--prefix") if prefix is not None else check_file_name(
+        study_name, "study name")
 
 
-def export(study: optuna.Study, out: Path) -> tuple[Path, Path, dict[str, Any]]:
+def epochs_csv_path(out: Path, stem: str) -> Path:
+    """Where ``export`` writes the per-epoch curves of the study whose files begin ``stem``."""
+    return out / f"{stem}-epochs.csv"
+
+
+def export(study: optuna.Study, out: Path, prefix: str | None = None
+           ) -> tuple[Path, Path, dict[str, Any]]:
     """Write ``<study>-best.json``, ``<study>-trials.csv`` and ``<study>-epochs.csv`` into
-    ``out``.
+    ``out`` (``<prefix>-...`` where ``prefix`` is given).
 
     Returns the first two paths (the third is ``epochs_csv_path``) and the configuration.
 
     Raises:
-        StudyError: the study has no completed trial.
+        StudyError: the study has no completed trial, or its name cannot name a file.
     """
+    stem = file_stem(study.study_name, prefix)
     config = best_config(study)
-    json_path = out / f"{study.study_name}-best.json"
-    csv_path = out / f"{study.study_name}-trials.csv"
+    json_path = out / f"{stem}-best.json"
+    csv_path = out / f"{stem}-trials.csv"
     write_atomically(json_path, json.dumps(config, indent=2) + "\n")
     write_atomically(csv_path, trials_table(study).to_csv(index=False))
-    write_atomically(epochs_csv_path(out, study.study_name),
+    write_atomically(epochs_csv_path(out, stem),
                      epochs_table(study).to_csv(index=False))
     return json_path, csv_path, config
 
@@ -201,26 +215,31 @@ def retrain_source(config_path: Path | None, study_name: str | None, storage: st
     Raises:
         UsageError: the file or study cannot be read, or they disagree.
     """
+    storage = storage_from(storage)
     if config_path is None:
         name = study_name or DEFAULT_STUDY_NAME
         location = Location.of(storage, name)
         study = load_study(location, name)
-        return best_config(study), study, f"recorded on study {name!r} in {location.url}"
+        return best_config(study), study, f"recorded on study {name!r} in {location.shown}"
     config = read_best_config(config_path)
     name = config["study_name"]
     if study_name is not None and study_name != name:
         raise UsageError(f"--study-name {study_name!r} does not match the study "
                          f"{name!r} that --config {config_path} names; leave it out.")
+    if storage is None and file_name_problem(name) is not None:
+        return config, None, (f"not recorded on a study: study {name!r} has no default "
+                              "storage (its name cannot name a file); pass --storage")
     if storage is not None:  # asked for: it must be there
-        study = load_study(Location.parse(storage), name)
-        return config, study, f"recorded on study {name!r} in {storage}"
+        location = Location.parse(storage)
+        study = load_study(location, name)
+        return config, study, f"recorded on study {name!r} in {location.shown}"
     location = Location.default(name)
     try:
         study = load_study(location, name)
     except StudyError:
-        return config, None, (f"not recorded on a study: {location.url} holds no study "
+        return config, None, (f"not recorded on a study: {location.shown} holds no study "
                               f"{name!r} (pass --storage to record it)")
-    return config, study, f"recorded on study {name!r} in {location.url}"
+    return config, study, f"recorded on study {name!r} in {location.shown}"
 
 
 # --- <study>-model.pt and <study>-test.json ------------------------------------------------

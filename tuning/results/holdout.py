@@ -72,12 +72,13 @@ def recorded_metrics_file(study: optuna.Study) -> Path | None:
     return None if path is None else Path(path)
 
 
-def find_metrics(study: optuna.Study, asked: Path | None, default: Path
+def find_metrics(study: optuna.Study, asked: Path | None, default: Path | None
                  ) -> tuple[dict[str, Any] | None, list[Path]]:
     """The test metrics JSON of ``study`` and every place looked for it, in order.
 
-    ``asked`` (--metrics) must exist; else ``default`` (studies/<study>-test.json here), else
-    the file recorded on the study when the test result was (``recorded_metrics_file``).
+    ``asked`` (--metrics) must exist; else ``default`` (studies/<study>-test.json here; None
+    for a study whose name cannot name a file), else the file recorded on the study when the
+    test result was (``recorded_metrics_file``).
 
     Raises:
         UsageError: ``asked`` is missing, or a file is not the study's test metrics.
@@ -87,9 +88,9 @@ def find_metrics(study: optuna.Study, asked: Path | None, default: Path
             raise UsageError(f"--metrics {asked} does not exist; python -m tuning.train "
                              "writes it.")
         return read_metrics(asked, study.study_name), [asked]
-    places = [default]
+    places = [] if default is None else [default]
     recorded = recorded_metrics_file(study)
-    if recorded is not None and recorded.resolve() != default.resolve():
+    if recorded is not None and (default is None or recorded.resolve() != default.resolve()):
         places.append(recorded)
     for place in places:
         if place.exists():

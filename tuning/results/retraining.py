@@ -8,7 +8,7 @@ records the test result on the study and publishes all three as the study's arti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from model.scoring import score
 from tuning.results.artifacts import Published, artifact_dir, open_store, publish_retrain
 from tuning.results.files import (
     DEFAULT_OUT,
+    file_stem,
     library_versions,
     load_call,
     metrics_path,
@@ -43,12 +44,13 @@ class TrainSettings:
 
     config: Path | None = None  # an exported <study>-best.json; None: read the study itself
     study_name: str | None = None  # None: the study --config names, else fashion-mnist
-    storage: str | None = None  # None: sqlite:///studies/<study-name>.db
+    storage: str | None = field(default=None, repr=False)  # None: Location.of's default
     epochs: int | None = None  # None: the study's epochs per trial
     seed: int | None = None  # None: the best trial's own seed, so the retrain replays it
     threads: int | None = None  # None: the best trial's torch thread count (CPU), if recorded
     train_on: str = "train+val"  # chosen by benchmarks.train_on: see docs/decisions.md
     out: Path = DEFAULT_OUT
+    prefix: str | None = None  # None: the files are named after the study
     artifact_dir: Path | None = None  # None: beside the study (tuning.results.artifacts)
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "auto"
@@ -74,6 +76,7 @@ class Job:
     study: optuna.Study | None  # where the test result is recorded
     recorded: str  # a line saying where (or why not)
     params: Hyperparameters
+    stem: str  # the files' names begin with it: the study's name or --prefix
     epochs: int
     seed: int
     source: Source
@@ -90,6 +93,7 @@ def prepare(settings: TrainSettings) -> Job:
     settings.check()
     config, study, recorded = retrain_source(settings.config, settings.study_name,
                                              settings.storage)
+    stem = file_stem(config["study_name"], settings.prefix)  # refused before any training
     params = Hyperparameters.from_params(config["params"])
     if settings.seed is not None:
         seed = settings.seed
@@ -102,8 +106,8 @@ def prepare(settings: TrainSettings) -> Job:
                                        int(split["split_seed"]), split.get("train_size"))
     # train: pick the best epoch on the validation images; train+val: train on both.
     train, val = (data.train, data.val) if settings.train_on == "train" else (data.joined(), None)
-    return Job(config, study, recorded, params, settings.epochs or int(config["epochs"]), seed,
-               source, train, val)
+    return Job(config, study, recorded, params, stem, settings.epochs or int(config["epochs"]),
+               seed, source, train, val)
 
 
 def test_metrics(job: Job, settings: TrainSettings, result: Retrained, test: Tensors,
@@ -155,12 +159,12 @@ def finish(job: Job, settings: TrainSettings, result: Retrained,
         DataError, OSError: the test split or a file; StudyError: the store.
     """
     name = job.config["study_name"]
-    weights = weights_path(settings.out, name)
+    weights = weights_path(settings.out, job.stem)
     write_weights(weights, result.model.state_dict())
     # The test split is read here, after training, and scored exactly once.
     test = load_split(job.source, "test").to(device)
     metrics = test_metrics(job, settings, result, test, device, weights)
-    metrics_file = metrics_path(settings.out, name)
+    metrics_file = metrics_path(settings.out, job.stem)
     write_metrics(metrics_file, metrics)
     if job.study is None:
         return Finished(weights, metrics_file, metrics, None, [])

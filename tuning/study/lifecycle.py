@@ -58,7 +58,7 @@ def load_study(location: Location, study_name: str) -> optuna.Study:
     names = optuna.get_all_study_names(storage)
     if study_name not in names:
         raise StudyError(
-            f"there is no study {study_name!r} in {location.url}; studies there: "
+            f"there is no study {study_name!r} in {location.shown}; studies there: "
             f"{', '.join(names) or 'none'}."
         )
     return optuna.load_study(study_name=study_name, storage=storage)

@@ -14,7 +14,7 @@ import time
 import warnings
 import weakref
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +32,9 @@ from sqlalchemy.exc import (
 )
 
 from tuning.study.errors import StudyError
+from tuning.study.names import check_file_name
 from tuning.study.reconnect import PatientRDBStorage, connect_patiently
+from tuning.study.secrets import masked, remember, scrub, storage_from
 
 SQLITE_TIMEOUT_S = 60  # wait this long for a SQLite lock instead of failing at once
 HEARTBEAT_S = 10  # default --heartbeat: a running trial records that it is alive this often
@@ -58,7 +60,7 @@ _URL_EXAMPLES = (
 class Location:
     """A storage URL, checked and classified once."""
 
-    url: str  # as the user gave it (or the default), for messages and commands
+    url: str = field(repr=False)  # as given (or the default), to connect with; shown: ``shown``
     kind: Literal["sqlite", "journal", "server"]
     path: Path | None  # the file of a SQLite or journal storage; None for a server
     driver: str = ""  # SQLAlchemy's driver name (a server's, e.g. "psycopg")
@@ -70,38 +72,50 @@ class Location:
         Raises:
             StudyError: not a database URL, an unknown scheme, or an in-memory SQLite.
         """
+        remember(url)  # its password, if any, is scrubbed from every message from now on
         if "://" not in url and url.endswith(JOURNAL_SUFFIX):
             return cls(url, "journal", Path(url))
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: e.g. a port that is no number
             raise StudyError(
-                f"--storage {url!r} is not a database URL; use e.g. {_URL_EXAMPLES}."
+                f"--storage {masked(url)!r} is not a database URL; use e.g. {_URL_EXAMPLES}."
             ) from None
         try:
             parsed.get_dialect()
         except NoSuchModuleError:
             raise StudyError(
-                f"--storage {url!r} has an unknown scheme {parsed.drivername!r}; "
+                f"--storage {masked(url)!r} has an unknown scheme {parsed.drivername!r}; "
                 f"use e.g. {_URL_EXAMPLES}."
             ) from None
         if parsed.get_backend_name() != "sqlite":
             return cls(url, "server", None, parsed.get_driver_name())
         if not parsed.database or parsed.database == ":memory:":
             raise StudyError(
-                f"--storage {url!r} is an in-memory database that keeps nothing; "
+                f"--storage {masked(url)!r} is an in-memory database that keeps nothing; "
                 "give a file, e.g. sqlite:///studies/NAME.db."
             )
         return cls(url, "sqlite", Path(parsed.database), parsed.get_driver_name())
 
+    @property
+    def shown(self) -> str:
+        """The URL as messages, commands and files show it: its password masked."""
+        return masked(self.url)
+
     @classmethod
     def default(cls, study_name: str) -> Location:
-        """The embedded default: a SQLite file per study under studies/."""
-        return cls.parse(f"sqlite:///studies/{study_name}.db")
+        """The embedded default: a SQLite file per study under studies/.
+
+        Raises:
+            StudyError: ``study_name`` cannot name a file (``tuning.study.names``).
+        """
+        return cls.parse(f"sqlite:///studies/{check_file_name(study_name)}.db")
 
     @classmethod
     def of(cls, storage: str | None, study_name: str) -> Location:
-        """The location a tool's ``--storage`` flag names, or the study's default."""
+        """The location a tool's ``--storage`` flag (else ``$FASHION_TUNE_STORAGE``) names, or
+        the study's default."""
+        storage = storage_from(storage)
         return cls.parse(storage) if storage is not None else cls.default(study_name)
 
 
@@ -150,12 +164,13 @@ def open_storage(
     except ImportError:
         package = _DRIVER_PACKAGES.get(location.driver, location.driver)
         raise StudyError(
-            f"cannot open --storage {location.url!r}: its database driver {location.driver!r} "
+            f"cannot open --storage {location.shown!r}: its database driver {location.driver!r} "
             f"is not installed; pip install '{package}' into this environment."
         ) from None
     except Exception as exc:  # SQLAlchemy's errors for unreachable servers and the like
-        message = " ".join(str(exc).split())[:300]
-        raise StudyError(f"cannot open --storage {location.url!r}: {message}") from None
+        # Drivers' errors may embed the connection string: scrubbed of the password first.
+        message = " ".join(scrub(str(exc)).split())[:300]
+        raise StudyError(f"cannot open --storage {location.shown!r}: {message}") from None
     if location.path is not None:
         _close_at_exit(storage.engine)
     else:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -23,6 +23,22 @@ POLL_S = 0.2  # how often the supervisor looks at its workers
 # After a stop signal, how long workers get to mark their trial failed and exit before they are
 # killed: well inside the grace period a scheduler gives (Kubernetes: 30 s); they need about 1 s.
 INTERRUPT_WAIT_S = 20
+
+
+def without_flag(argv: Sequence[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (``--flag V``, ``--flag=V`` or a prefix of it
+    that argparse would take, e.g. ``--stor V``), for a worker that receives it otherwise."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) > 4 and flag.startswith(name):
+            skip = "=" not in arg  # the value follows as the next word
+        else:
+            kept.append(arg)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,7 @@ def supervise(
     out: IO[str] | None = None,
     err: IO[str] | None = None,
     on_exit: Callable[[WorkerExit], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Supervision:
     """Run ``workers`` copies of ``command`` plus ``--worker k`` and wait for all of them.
 
@@ -78,14 +95,17 @@ def supervise(
     gives them ``INTERRUPT_WAIT_S`` seconds to mark their trial failed and exit (then kills
     them); SIGTERM and SIGHUP likewise. Each worker learns this process's pid (in
     ``SUPERVISOR_ENV``) and stops by itself should this process die, even by SIGKILL.
-    ``on_exit`` is called as soon as a worker ends with a status other than 0.
+    ``on_exit`` is called as soon as a worker ends with a status other than 0. ``env`` is
+    added to the workers' environment: what must not show in their argument lists, which any
+    user of the machine can read (``ps``), such as a storage URL with its password.
 
     Returns:
         How each worker ended, and whether the run was interrupted.
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", SUPERVISOR_ENV: str(os.getpid())}
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1",
+           SUPERVISOR_ENV: str(os.getpid())}
     lock = threading.Lock()
     procs: list[subprocess.Popen] = []
     relays: list[threading.Thread] = []
