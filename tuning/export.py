@@ -15,6 +15,7 @@ from tuning.cli.common import (
     stoppable,
 )
 from tuning.results.files import DEFAULT_OUT, export
+from tuning.results.out_folder import check_out_folder
 from tuning.study.errors import StudyError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
 from tuning.study.storage import Location
@@ -39,9 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_optuna()
     try:
+        check_out_folder(args.out)
         study = load_study(Location.of(args.storage, args.study_name), args.study_name)
         json_path, csv_path, config = export(study, args.out)
-    except (StudyError, OSError) as exc:
+    except (StudyError, ValueError, OSError) as exc:
         return fail(PROG, str(exc))
     print(f"Best configuration: {json_path}  (trial {config['trial_number']}, "
           f"{config['selected_by']})")

@@ -34,6 +34,7 @@ from tuning.results.files import (
     read_metrics,
     write_atomically,
 )
+from tuning.results.out_folder import check_out_folder
 from tuning.results.pictures import CONFUSION_TITLE, Picture, draw_confusion, draw_study
 from tuning.space.hyperparameters import LR_HIGH, LR_LOW
 from tuning.study.baseline import finished_baseline, pruned_at
@@ -193,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics_file = args.metrics or metrics_path(DEFAULT_OUT, args.study_name)
     quiet_optuna()
     try:
+        check_out_folder(out)
         study = load_study(Location.of(args.storage, args.study_name), args.study_name)
         metrics = None
         if args.metrics is not None or metrics_file.exists():

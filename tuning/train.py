@@ -54,6 +54,7 @@ from tuning.results.files import (
     write_weights,
 )
 from tuning.results.holdout import record_on_study
+from tuning.results.out_folder import check_out_folder
 from tuning.space.hyperparameters import Hyperparameters, describe
 from tuning.study.errors import StudyError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME
@@ -169,6 +170,7 @@ def _prepare(settings: TrainSettings) -> Job:
         ValueError, DataError, StudyError: bad input, with the fix in the message.
     """
     settings.check()
+    check_out_folder(settings.out)  # before minutes of training, not after
     config, study, recorded = retrain_source(settings.config, settings.study_name,
                                              settings.storage)
     params = Hyperparameters.from_params(config["params"])
