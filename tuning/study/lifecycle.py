@@ -110,7 +110,7 @@ def create_or_resume(
         refuse_foreign(study, where)
         stored = _wait_for_setup(study, attrs, on_wait)
         adopted = stored is None
-        if adopted:  # made empty beforehand, or its creator died half-way: set it up here
+        if stored is None:  # made empty beforehand, or its creator died half-way: set it up
             _set_up(study, attrs)
             stored = study.user_attrs
             creator = True
