@@ -9,6 +9,7 @@ not in its storage; spacetool reports like the search; a bad ``--out`` is one li
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -139,8 +140,11 @@ def test_search_refuses_n_tri(tmp_path):
 
 
 def test_the_dashboard_refuses_a_study_name_its_storage_lacks(searched, tmp_path):
-    result = run_main("tuning.dashboard", "--study-name", "typo", "--storage", searched.url,
-                      "--port", "1", cwd=tmp_path)
+    with socket.socket() as taken:  # were the name not checked, it would fail on the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run_main("tuning.dashboard", "--study-name", "typo", "--storage", searched.url,
+                          "--port", str(taken.getsockname()[1]), cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "there is no study 'typo'" in result.stderr and "fashion-mnist" in result.stderr

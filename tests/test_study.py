@@ -7,6 +7,7 @@ import sqlite3
 import sys
 import threading
 import time
+import warnings
 
 import optuna
 import pytest
@@ -185,7 +186,9 @@ def _bare_study(storage, name="s"):
     """A study as its creator leaves it between ``create_study`` and recording its settings:
     its metric name written first (a study without it is adopted at once, as made beforehand)."""
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_metric_names(["val_accuracy"])
+    with warnings.catch_warnings():  # "experimental": nothing a test can act on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val_accuracy"])
     return study
 
 
