@@ -46,7 +46,7 @@ import pandas as pd
 from benchmarks.landscape import NOISE_BANDS, Drawn, Landscape, holdout_error, read_table
 from tuning.space.hyperparameters import BATCH_SIZES, TUTORIAL, TUTORIAL_OPTIMIZERS
 from tuning.study.baseline import BASELINE_AFTER
-from tuning.study.lifecycle import DEFAULT_PRUNER, DEFAULT_SAMPLER, make_pruner, make_sampler
+from tuning.study.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, make_pruner, make_sampler
 
 TARGETS = (0.88, 0.89)
 BUDGETS_MIN = (5, 15, 60)

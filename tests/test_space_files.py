@@ -174,8 +174,8 @@ def test_the_space_tool_checks_files_and_shows_spaces(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[lr]\ntype = "float"\nlow = 0\nhigh = 1\nlog = true\n')
     result = run_main("tuning.spacetool", "check", str(bad), cwd=tmp_path)
-    assert result.returncode == 1
-    assert "bad.toml: lr: log needs low > 0 (got 0)" in result.stdout
+    assert result.returncode == 2  # as the search reports the same file: stderr, status 2
+    assert "bad.toml: lr: log needs low > 0 (got 0)" in result.stderr
     good = run_main("tuning.spacetool", "check", str(builtin_path("tutorial")), cwd=tmp_path)
     assert good.returncode == 0 and "a valid space of 3 parameters" in good.stdout
 

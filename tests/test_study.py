@@ -7,6 +7,7 @@ import sqlite3
 import sys
 import threading
 import time
+import warnings
 
 import optuna
 import pytest
@@ -15,14 +16,17 @@ import tuning.study.lifecycle
 from tuning.cli.search_output import summary
 from tuning.study.baseline import BASELINE_AFTER, queue_baseline_if_due, tutorial_params
 from tuning.study.errors import StudyError
-from tuning.study.lifecycle import PRUNERS, SAMPLERS, create_or_resume, make_pruner, make_sampler
+from tuning.study.lifecycle import create_or_resume
 from tuning.study.protocol import StudyRecord
+from tuning.study.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from tuning.study.storage import Location
 from tuning.study.storage import open_storage as open_location
 from tuning.study.storage_checks import check_existing
 
-RECORD = StudyRecord(epochs=3, val_size=100, split_seed=0, train_size=500, seed=0)
-ATTRS = {"epochs": 3, "val_size": 100, "split_seed": 0, "train_size": 500, "seed": 0}
+RECORD = StudyRecord(epochs=3, val_size=100, split_seed=0, train_size=500, seed=0,
+                     sampler="tpe", pruner="median")
+ATTRS = {"epochs": 3, "val_size": 100, "split_seed": 0, "train_size": 500, "seed": 0,
+         "sampler": "tpe", "pruner": "median"}  # as create_or_resume records them below
 
 
 def check_storage(url: str, *, must_exist: bool = False) -> None:
@@ -179,8 +183,13 @@ def test_an_interrupted_tutorial_trial_is_queued_again(tmp_path):
 
 
 def _bare_study(storage, name="s"):
-    """A study as its creator leaves it between ``create_study`` and recording its settings."""
-    return optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    """A study as its creator leaves it between ``create_study`` and recording its settings:
+    its metric name written first (a study without it is adopted at once, as made beforehand)."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    with warnings.catch_warnings():  # "experimental": nothing a test can act on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val_accuracy"])
+    return study
 
 
 def _baselines(study):

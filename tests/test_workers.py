@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import ROOT, SEARCHED_ARGS, run_main
 from tuning.study.errors import StudyError
-from tuning.study.lifecycle import make_sampler
+from tuning.study.samplers import make_sampler
 from tuning.study.storage import Location
 from tuning.study.storage_checks import check_existing
 from tuning.workers.cores import threads_per_worker

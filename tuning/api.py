@@ -103,7 +103,7 @@ def search(study_name: str = DEFAULT_STUDY_NAME, **options: Any) -> optuna.Study
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per trial
         try:
-            run_trials(study, objective, settings.n_trials, storage_url=location.url,
+            run_trials(study, objective, settings.n_trials, storage_url=location.shown,
                        heartbeat=heartbeat_of(storage), timeout=settings.timeout,
                        before_trial=queue)
         finally:

@@ -82,9 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_existing(location, must_exist=True)
         storage = open_storage(location)
         start, study_page = dashboard_urls(storage, args.port, args.study_name)
-        if study_page is None and args.storage is None:
-            raise StudyError(f"there is no study {args.study_name!r} in {url}; pass the "
-                             "--study-name the search used, or its --storage.")
+        if study_page is None:  # a typo must not serve a storage silently
+            names = ", ".join(optuna.get_all_study_names(storage)) or "none"
+            raise StudyError(f"there is no study {args.study_name!r} in {url} (studies there: "
+                             f"{names}); pass the --study-name the search used, or its --storage.")
         handler = WSGIRequestHandler if args.verbose else _QuietHandler
         folder = artifact_dir(location, args.artifact_dir)
         given = args.artifact_dir is not None  # a folder asked for must exist

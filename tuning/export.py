@@ -17,6 +17,7 @@ from tuning.cli.common import (
 )
 from tuning.results.artifacts import artifact_dir, open_store, publish
 from tuning.results.files import DEFAULT_OUT, epochs_csv_path, export, file_stem
+from tuning.results.out_folder import check_out_folder
 from tuning.study.errors import UsageError
 from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
 from tuning.study.storage import Location
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_optuna()
     try:
+        check_out_folder(args.out)
         location = Location.of(args.storage, args.study_name)
         study = load_study(location, args.study_name)
         json_path, csv_path, config = export(study, args.out, args.prefix)

@@ -36,6 +36,7 @@ from tuning.results.files import (
     write_atomically,
 )
 from tuning.results.holdout import find_metrics, recorded_test
+from tuning.results.out_folder import check_out_folder
 from tuning.results.pictures import CONFUSION_TITLE, Picture, draw_confusion, draw_study
 from tuning.space.hyperparameters import LR_HIGH, LR_LOW
 from tuning.study.baseline import finished_baseline, pruned_at
@@ -217,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (and is reported without a test result unless --metrics names one or the study
         # recorded where train wrote it).
         out = args.out or DEFAULT_OUT / f"{check_file_name(args.study_name)}-report"
+        check_out_folder(out)
         named = file_name_problem(args.study_name) is None
         location = Location.of(args.storage, args.study_name)
         study = load_study(location, args.study_name)

@@ -95,7 +95,8 @@ def _prepare(settings: SearchSettings) -> Prepared:
     study, resumed = create_or_resume(
         storage, settings.study_name, sampler_name=settings.sampler,
         pruner_name=settings.pruner, seed=settings.seed, record=record, worker=settings.worker,
-        where=location.shown,
+        where=location.shown, on_wait=lambda line: print(f"{PROG}: {line}", file=sys.stderr,
+                                                         flush=True),
     )
     return Prepared(settings, location, study, storage, resumed, source, data, device,
                     choose_precision(settings.precision, device), space)

@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
-from tuning.cli.common import EXIT_FAILED, EXIT_OK, HelpFormatter, Parser
+from tuning.cli.common import EXIT_OK, EXIT_USAGE, HelpFormatter, Parser
 from tuning.space.file import BUILTIN, Space, SpaceError, builtin_path, load_space
 
 PROG = "python -m tuning.spacetool"
@@ -25,7 +26,7 @@ def build_parser() -> Parser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = commands.add_parser("check", help="check a space file; print its table or every "
-                                "problem, one line each (exit status 1)")
+                                "problem, one line each, on stderr (exit status 2)")
     check.add_argument("space", metavar="FILE|NAME", help="a space file's path or a built-in "
                        f"space ({', '.join(BUILTIN)})")
     show = commands.add_parser("show", help="print a space as a table")
@@ -52,9 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     try:
         space = load_space(args.space)
-    except SpaceError as exc:
-        print(exc)
-        return EXIT_FAILED
+    except SpaceError as exc:  # on stderr with status 2, as search reports the same file
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "check":
         print(f"{args.space}: a valid space of {len(space.params)} parameters.")
     print(table(space))

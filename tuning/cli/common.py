@@ -41,10 +41,15 @@ _debug_flag = False  # the last parsed --debug of this process
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr, exit status 2; it adds --debug."""
+    """An ArgumentParser whose errors are one line on stderr, exit status 2; it adds --debug.
+
+    Abbreviations are refused (``--n-tri`` is not ``--n-trials``): a typo must not pass as
+    another flag.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         global _debug_flag
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         _debug_flag = False  # a tool builds its parser afresh for each run
         # SUPPRESS: a subcommand's own --debug default must not reset the main parser's.

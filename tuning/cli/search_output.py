@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -11,10 +12,13 @@ from optuna.trial import FrozenTrial, TrialState
 from model.loops import EpochResult
 from tuning.cli.artifact_output import dashboard_command
 from tuning.results.artifacts import default_artifact_dir
+from tuning.results.files import DEFAULT_OUT
 from tuning.space.hyperparameters import describe
 from tuning.study.baseline import finished_baseline, pruned_at
 from tuning.study.lifecycle import count_finished, count_states
+from tuning.study.names import file_name_problem
 from tuning.study.protocol import DIVERGED, PRUNED_REASON_ATTR
+from tuning.study.secrets import masked
 from tuning.study.storage import Location
 
 PARAMS_WIDTH = 30  # describe(params) padded to this, so the trial lines stay in columns
@@ -81,16 +85,46 @@ def summary(study: optuna.Study, storage_url: str, study_name: str) -> str:
         baseline = finished_baseline(study)
         if baseline is not None:
             lines.append(_tutorial_line(baseline))
-    quoted = shlex.quote(storage_url)
-    artifacts = default_artifact_dir(Location.parse(storage_url))  # where train uploads
-    lines += [
-        f"Browse it:  {dashboard_command(storage_url, artifacts)}",
-        f"Confirm it: python -m tuning.confirm --study-name {shlex.quote(study_name)} "
-        f"--storage {quoted}   (the best configurations again, from fresh seeds)",
-        f"Export it:  python -m tuning.export --study-name {shlex.quote(study_name)} "
-        f"--storage {quoted}",
-    ]
+    lines += next_steps(storage_url, study_name)
     return "\n".join(lines)
+
+
+def _shell_setup() -> str:
+    """The line that makes a fresh shell ready for the next steps: this folder (the storage
+    and the files written are relative to it), and this interpreter's virtual environment."""
+    here = Path.cwd()
+    line = f"cd {shlex.quote(str(here))}"
+    venv = Path(sys.prefix)
+    if sys.prefix != sys.base_prefix and (venv / "bin" / "activate").exists():
+        shown = venv.relative_to(here) if venv.is_relative_to(here) else venv
+        line += f" && source {shlex.quote(str(shown / 'bin' / 'activate'))}"
+    return line
+
+
+def next_steps(storage_url: str, study_name: str) -> list[str]:
+    """The pipeline's next commands for this study, to paste into a fresh shell as printed.
+
+    A password in ``storage_url`` is shown masked: the user puts it back, or better keeps it
+    out of the URL (``$FASHION_TUNE_STORAGE``, ``PGPASSWORD``: docs/scale-out.md).
+    """
+    name = shlex.quote(study_name)
+    default = (file_name_problem(study_name) is None
+               and storage_url == Location.default(study_name).url)
+    storage = "" if default else f" --storage {shlex.quote(masked(storage_url))}"
+    study = f"--study-name {name}{storage}"
+    config = shlex.quote(f"{DEFAULT_OUT}/{study_name}-best.json")
+    artifacts = default_artifact_dir(Location.parse(storage_url))  # where train uploads
+    steps = [
+        (_shell_setup(), "a fresh shell: this folder, the suite's commands"),
+        (f"python -m tuning.confirm {study}", "the best configurations again, fresh seeds"),
+        (f"python -m tuning.export {study}", f"{config} and the trials as CSV"),
+        (f"python -m tuning.train --config {config}{storage}", "train, then test once"),
+        (f"python -m tuning.report {study}", "pictures and index.html"),
+        (dashboard_command(storage_url, artifacts), "browse it: http://127.0.0.1:8080/"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    return ["Next steps (paste into a shell, one line at a time or all):",
+            *(f"  {command.ljust(width)}  # {why}" for command, why in steps)]
 
 
 def interrupted(study: optuna.Study, target: int, storage_url: str, workers: int,

@@ -15,14 +15,9 @@ from tuning.cli.common import (
     add_study_arguments,
 )
 from tuning.study.errors import UsageError
-from tuning.study.lifecycle import (
-    DEFAULT_PRUNER,
-    DEFAULT_SAMPLER,
-    DEFAULT_STUDY_NAME,
-    PRUNERS,
-    SAMPLERS,
-)
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME
 from tuning.study.protocol import EPOCHS, SPLIT_SEED, VAL_SIZE
+from tuning.study.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
 from tuning.study.storage import HEARTBEAT_S, Location
 from tuning.training.precision import DEFAULT_PRECISION, PRECISION_CHOICES
 from tuning.workers.cores import check_workers
@@ -107,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop starting new trials after this many seconds of this run "
                         "(default: no limit)")
     parser.add_argument("--epochs", type=int, default=d.epochs,
-                        help="epochs per trial (a pruned trial stops earlier)")
+                        help="epochs per trial (a pruned trial stops earlier); a study keeps "
+                        "it, and resuming with another is refused")
     parser.add_argument("--space", default=d.space, metavar="NAME|PATH",
                         help="the search space: a built-in one (tutorial: lr, batch size and "
                         "optimizer; extended: also depth, width, dropout, batch norm, weight "
@@ -115,12 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "your own (docs/spaces.md); a study remembers it, and resuming with "
                         "another is refused")
     parser.add_argument("--sampler", choices=SAMPLERS, default=d.sampler,
-                        help="how the next hyperparameters are chosen")
+                        help="how the next hyperparameters are chosen; a study records it, and "
+                        "resuming with another is refused")
     parser.add_argument("--pruner", choices=PRUNERS, default=d.pruner,
-                        help="how weak trials are stopped early")
+                        help="how weak trials are stopped early; a study records it, and "
+                        "resuming with another is refused")
     parser.add_argument("--seed", type=int, default=d.seed,
                         help="seeds the sampler and each trial's weights and shuffling: same "
-                        "seed, same machine, one worker -> same trials and values")
+                        "seed, same machine, one worker -> same trials and values; a study "
+                        "records it, and resuming with another is refused")
     add_data_and_device_arguments(parser, d.data_dir, d.device)
     parser.add_argument("--val-size", type=int, default=d.val_size,
                         help="training images held out for validation")

@@ -114,6 +114,8 @@ def best_config(study: optuna.Study) -> dict[str, Any]:
         "confirmation": choice.table,
         "epochs": attrs.get("epochs"),
         "seed": attrs.get("seed"),
+        "sampler": attrs.get("sampler"),  # None: a study made before they were recorded
+        "pruner": attrs.get("pruner"),
         "trial_seed": best.user_attrs.get(SEED_ATTR),
         "trial_threads": best.user_attrs.get(THREADS_ATTR),
         "trial_precision": best.user_attrs.get(PRECISION_ATTR),

@@ -31,6 +31,7 @@ from tuning.results.files import (
     write_weights,
 )
 from tuning.results.holdout import record_on_study
+from tuning.results.out_folder import check_out_folder
 from tuning.space.hyperparameters import Hyperparameters
 from tuning.study.errors import UsageError
 from tuning.study.protocol import derive_seed
@@ -91,6 +92,7 @@ def prepare(settings: TrainSettings) -> Job:
         UsageError, DataError: bad input, with the fix in the message.
     """
     settings.check()
+    check_out_folder(settings.out)  # before minutes of training, not after
     config, study, recorded = retrain_source(settings.config, settings.study_name,
                                              settings.storage)
     stem = file_stem(config["study_name"], settings.prefix)  # refused before any training

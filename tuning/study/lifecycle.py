@@ -1,15 +1,13 @@
-"""The study: sampler and pruner by name, create or resume, counts."""
+"""The study: create or resume (its record checked), adopt, counts."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import socket
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -20,29 +18,19 @@ from tuning.study.errors import StudyError
 from tuning.study.protocol import (
     BINDING_KEYS,
     METRIC_NAME,
+    SEARCH_KEYS,
     SPACE_NAME_ATTR,
     StudyRecord,
     space_text,
     write_space,
 )
+from tuning.study.samplers import make_pruner, make_sampler, own_stream
 from tuning.study.storage import Location, open_storage
 from tuning.study.storage_checks import check_existing
 
 DEFAULT_STUDY_NAME = "fashion-mnist"
-SAMPLERS = ("tpe", "random", "qmc")
-PRUNERS = ("median", "hyperband", "successive-halving", "none")
-DEFAULT_SAMPLER = "tpe"
-DEFAULT_PRUNER = "successive-halving"  # chosen on recorded curves (docs/decisions.md)
-
-# The defaults were chosen on recorded learning curves (docs/decisions.md, "Search defaults"):
-TPE_STARTUP_TRIALS = 10  # random trials before TPE models the others
-TPE_MULTIVARIATE = False  # independent TPE: as fast to 88% and gentler than multivariate
-HALVING_REDUCTION = 4  # successive halving (the default pruner) keeps a quarter at each rung
-MEDIAN_STARTUP_TRIALS = 5  # trials that finish unpruned before the median pruner judges others
-MEDIAN_WARMUP_EPOCHS = 0  # a trial may be pruned from its first reported epoch on
-HYPERBAND_REDUCTION = 3  # each of hyperband's brackets keeps about a third at each rung
-# A study found without its binding attributes is being set up by another process right now:
-# wait this long for it to finish, polling this often.
+# A study found with this suite's metric name but without its binding attributes is being set
+# up by another process right now: wait this long for it to finish, polling this often.
 SETUP_WAIT_S = 30
 SETUP_POLL_S = 0.2
 
@@ -62,65 +50,6 @@ def load_study(location: Location, study_name: str) -> optuna.Study:
             f"{', '.join(names) or 'none'}."
         )
     return optuna.load_study(study_name=study_name, storage=storage)
-
-
-def own_stream(worker: int = 0) -> tuple[int, ...]:
-    """Entropy that sets this process's sampler apart from the others working on a study."""
-    host = int.from_bytes(hashlib.sha256(socket.gethostname().encode()).digest()[:4], "big")
-    return (worker, host, os.getpid())
-
-
-def make_sampler(
-    name: str, seed: int, n_trials_so_far: int = 0, stream: tuple[int, ...] = ()
-) -> optuna.samplers.BaseSampler:
-    """Sampler by name, seeded.
-
-    A resumed run offsets the TPE and random seeds by the trials already in the study, so it
-    does not replay the first run's random draws; QMC keeps its seed and continues its
-    sequence, whose position Optuna stores in the study. A process that shares the study
-    with others passes a ``stream`` (``own_stream()``) that is mixed into those seeds, else
-    processes started together would all sample the same points.
-    """
-    run_seed = seed + n_trials_so_far
-    if stream:
-        entropy = np.random.SeedSequence([seed, n_trials_so_far, *stream])
-        run_seed = int(entropy.generate_state(1)[0])
-    if name == "tpe":
-        # The constant liar only acts on trials other workers are running (--workers).
-        return optuna.samplers.TPESampler(seed=run_seed, n_startup_trials=TPE_STARTUP_TRIALS,
-                                          multivariate=TPE_MULTIVARIATE, constant_liar=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=run_seed)
-    if name == "qmc":
-        with warnings.catch_warnings():  # "experimental" says nothing a user can act on
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(
-                seed=seed,
-                scramble=True,
-                # Batch size and optimizer are categorical: QMC leaves them to a random sampler.
-                independent_sampler=optuna.samplers.RandomSampler(seed=run_seed),
-                warn_independent_sampling=False,
-            )
-    raise StudyError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}.")
-
-
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """Pruner by name; resources are epochs."""
-    if name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=MEDIAN_WARMUP_EPOCHS
-        )
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=epochs, reduction_factor=HYPERBAND_REDUCTION
-        )
-    if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=1, reduction_factor=HALVING_REDUCTION
-        )
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise StudyError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}.")
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
@@ -148,13 +77,21 @@ def create_or_resume(
     worker: int = 0,
     creator: bool = True,
     where: str = "this storage",
+    on_wait: Callable[[str], None] | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it if it exists; return it and whether it was resumed.
 
     A new study stores ``record`` as study user attributes (the tutorial's own configuration
-    is queued later, by ``baseline.queue_baseline_if_due``). A resumed study must have been
-    created with the same binding settings (``protocol.BINDING_KEYS``), else its trials would
-    not be comparable.
+    is queued later, by ``baseline.queue_baseline_if_due``), with the sampler, pruner and seed
+    it is searched with. A resumed study must have been created with the same binding settings
+    (``protocol.BINDING_KEYS``), else its trials would not be comparable, and the same sampler,
+    pruner and seed (``protocol.SEARCH_KEYS``, where recorded), else the study would no longer
+    say what it was searched with.
+
+    An existing study without the record is adopted at once where nothing of this suite was
+    written on it (``optuna create-study``, the usual first step of a distributed run: it is
+    then new, not resumed); one whose creator is writing its record now is waited for, and
+    ``on_wait`` gets a line saying so.
 
     A ``worker`` (from 1) of a parallel run, a process that finds the study created by another
     machine a moment ago (``creator`` False) and any that finds trials of others
@@ -163,21 +100,24 @@ def create_or_resume(
     Raises:
         StudyError: the existing study was not made by this suite, samples its parameters
             otherwise than this search space (``where`` names its storage in the message;
-            nothing is written then), or was created with other binding settings.
+            nothing is written then), or was created with other binding settings or
+            another sampler, pruner or seed.
     """
+    record = replace(record, sampler=sampler_name, pruner=pruner_name, seed=seed)
     attrs = record.to_attrs()
     pruner = make_pruner(pruner_name, record.epochs)
     if study_name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
         refuse_foreign(study, where)
-        stored = _wait_for_setup(study, attrs)
-        if stored is None:  # its creator died half-way: finish the setup here, as a creator
+        stored = _wait_for_setup(study, attrs, on_wait)
+        adopted = stored is None
+        if stored is None:  # made empty beforehand, or its creator died half-way: set it up
             _set_up(study, attrs, record.space)
             stored = study.user_attrs
             creator = True
         check_resume(study_name, (space_text(study), stored.get(SPACE_NAME_ATTR)),
                      (record.space, record.space_name))
-        for key in BINDING_KEYS:
+        for key in (*BINDING_KEYS, *SEARCH_KEYS):
             if key in stored and key in attrs and stored[key] != attrs[key]:
                 flag = "--" + key.replace("_", "-")
                 raise StudyError(
@@ -194,7 +134,7 @@ def create_or_resume(
                   or any(t.state == TrialState.RUNNING for t in trials))
         stream = own_stream(worker) if shared else ()
         study.sampler = make_sampler(sampler_name, seed, len(trials), stream)
-        return study, True
+        return study, not adopted
     try:
         study = optuna.create_study(
             study_name=study_name,
@@ -206,7 +146,7 @@ def create_or_resume(
     except optuna.exceptions.DuplicatedStudyError:  # another machine created it just now
         return create_or_resume(storage, study_name, sampler_name=sampler_name,
                                 pruner_name=pruner_name, seed=seed, record=record, worker=worker,
-                                creator=False, where=where)
+                                creator=False, where=where, on_wait=on_wait)
     _set_up(study, attrs, record.space)
     return study, False
 
@@ -260,15 +200,19 @@ def _set_up(study: optuna.Study, attrs: dict[str, Any], space: str | None = None
         study.set_user_attr(key, value)
 
 
-def _wait_for_setup(study: optuna.Study, attrs: dict[str, Any]) -> dict[str, Any] | None:
+def _wait_for_setup(study: optuna.Study, attrs: dict[str, Any],
+                    on_wait: Callable[[str], None] | None = None) -> dict[str, Any] | None:
     """The study's user attributes once its creator has recorded the binding ones.
 
-    Returns None if they are still missing after ``SETUP_WAIT_S`` (the creator died during
-    set-up). A study that already has trials of its own never gets here without them:
-    ``refuse_foreign`` refused it first.
+    Returns None at once for a study that nothing of this suite was written on (no metric name:
+    ``_set_up`` writes that first), which the caller adopts; and None if the binding attributes
+    are still missing after ``SETUP_WAIT_S`` (the creator died during set-up). A study that
+    already has trials of its own never gets here without them: ``refuse_foreign`` refused it
+    first.
     """
     wanted = [key for key in BINDING_KEYS if key in attrs]
     deadline = time.monotonic() + SETUP_WAIT_S
+    told = False
     while True:
         stored = study.user_attrs
         if all(key in stored for key in wanted):
@@ -276,6 +220,12 @@ def _wait_for_setup(study: optuna.Study, attrs: dict[str, Any]) -> dict[str, Any
         trials = study.get_trials(deepcopy=False)
         if any(not is_baseline(t) for t in trials):
             return stored
+        if study.metric_names is None:  # made by optuna create-study or the like: adopt it
+            return None
         if time.monotonic() >= deadline:
             return None
+        if on_wait is not None and not told:
+            on_wait(f"study {study.study_name!r} has no settings recorded yet: waiting up to "
+                    f"{SETUP_WAIT_S} s for the process creating it to record them.")
+            told = True
         time.sleep(SETUP_POLL_S)

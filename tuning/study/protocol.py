@@ -21,6 +21,10 @@ from tuning.study.errors import StudyError
 
 # Study user attributes whose values fix what a trial's value means; a resume must match them.
 BINDING_KEYS = ("epochs", "val_size", "split_seed")
+# What a study was searched with, recorded at creation: a resume must match these too, where the
+# study records them (studies made before they were recorded lack sampler and pruner). Unlike
+# the binding keys, their absence does not make a study foreign.
+SEARCH_KEYS = ("sampler", "pruner", "seed")
 # Their defaults: the search's, and every benchmark's that trains as a search trial does.
 EPOCHS = 10  # as in the tutorial
 VAL_SIZE = 10_000  # validation images taken from the 60,000 training images
@@ -70,6 +74,8 @@ class StudyRecord:
     seed: int = 0  # the search's --seed: trial seeds derive from it
     space: str | None = None  # the space file's text (``space_text``); None: the tutorial's
     space_name: str | None = None
+    sampler: str | None = None  # --sampler: tpe, random or qmc; None in a record that lacks it
+    pruner: str | None = None  # --pruner: median, hyperband, successive-halving or none
 
     def to_attrs(self) -> dict[str, Any]:
         """The record as study user attributes; the space's text is not one (``write_space``)."""
@@ -96,6 +102,7 @@ class StudyRecord:
             train_size=None if train_size is None else int(train_size),
             seed=int(attrs.get("seed") or 0),
             space=attrs.get(SPACE_ATTR), space_name=attrs.get(SPACE_NAME_ATTR),
+            sampler=attrs.get("sampler"), pruner=attrs.get("pruner"),
         )
 
 
