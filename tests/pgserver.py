@@ -6,14 +6,18 @@ the server refuses to run as root, so as root it runs as the ``postgres`` user.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
+
+import pytest
 
 
 def binaries() -> Path | None:
@@ -29,6 +33,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running(folder: Path, password: str | None = None) -> Iterator[Server]:
+    """A server of a test's own in ``folder``, stopped afterwards whatever happened.
+
+    Skips the test where PostgreSQL's initdb and pg_ctl are not installed.
+    """
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (Debian: apt-get install "
+                    "postgresql); this test starts a server of its own")
+    server = Server(folder, bin_dir, password=password)
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
+            server.stop()
 
 
 class Server:

@@ -6,7 +6,6 @@ it skips where PostgreSQL's binaries are missing.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -32,20 +31,10 @@ HEARTBEAT_S = 5
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[pgserver.Server]:
-    bin_dir = pgserver.binaries()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (Debian: apt-get install "
-                    "postgresql); this test starts a server of its own")
     folder = tmp_path / "pg"
     folder.mkdir()
-    server = pgserver.Server(folder, bin_dir)
-    server.init()
-    server.start()
-    try:
+    with pgserver.running(folder) as server:
         yield server
-    finally:
-        with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
-            server.stop()
 
 
 def _trials(url: str) -> list[optuna.trial.FrozenTrial]:

@@ -35,18 +35,8 @@ TINY = ("--val-size", "100", "--sampler", "random", "--pruner", "none", "--preci
 
 
 def _server(folder: Path) -> Iterator[pgserver.Server]:
-    bin_dir = pgserver.binaries()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (Debian: apt-get install "
-                    "postgresql); this test starts a server of its own")
-    server = pgserver.Server(folder, bin_dir, password=PASSWORD)
-    server.init()
-    server.start()
-    try:
+    with pgserver.running(folder, password=PASSWORD) as server:
         yield server
-    finally:
-        with contextlib.suppress(RuntimeError, subprocess.SubprocessError):
-            server.stop()
 
 
 @pytest.fixture(scope="module")
