@@ -79,6 +79,13 @@ def _copy_tree(target: Path) -> None:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
     (target / ".venv").symlink_to(ROOT / ".venv")
+    # The linked .venv is ROOT's. Were the copy's pyproject.toml newer than the venv's stamp,
+    # the copy's scripts/setup.sh would reinstall, pointing ROOT's editable install at this
+    # temporary copy (gone after the run, and every later run's imports with it).
+    stamp = ROOT / ".venv" / ".installed"
+    if not stamp.is_file():
+        pytest.fail(f"{stamp} is missing: run bash scripts/setup.sh, which makes it, first")
+    os.utime(target / "pyproject.toml", ns=(stamp.stat().st_atime_ns, stamp.stat().st_mtime_ns))
 
 
 def _data(folder: Path) -> Path:
