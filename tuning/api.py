@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +40,11 @@ from tuning.results.files import DEFAULT_OUT, best_config, metrics_path, weights
 from tuning.results.files import export as write_export
 from tuning.results.retraining import TrainSettings, finish, prepare
 from tuning.results.selection import confirmed, record_run
-from tuning.space.file import load_space
-from tuning.study.baseline import queue_baseline_if_due, tutorial_params
 from tuning.study.errors import StudyError, UsageError
-from tuning.study.lifecycle import DEFAULT_STUDY_NAME, count_finished, create_or_resume, load_study
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME, count_finished, load_study
 from tuning.study.protocol import StudyRecord
-from tuning.study.storage import Location, heartbeat_of, open_storage
-from tuning.study.storage_checks import check_existing, check_writable
+from tuning.study.storage import Location, heartbeat_of
 from tuning.training.device import resolve_device
-from tuning.training.objective import Objective
 from tuning.training.precision import DEFAULT_PRECISION, choose_precision
 from tuning.training.retrain import retrain
 from tuning.workers.trial_loop import run_trials
@@ -78,37 +73,18 @@ def search(study_name: str = DEFAULT_STUDY_NAME, **options: Any) -> optuna.Study
     if settings.workers != 1 or settings.worker:
         raise UsageError("workers must be 1 here: trials run in this process; use python -m "
                          "tuning.search --workers N for more processes.")
-    settings.check()
-    space = load_space(settings.space)  # the command's order: a bad input writes nothing
-    device = resolve_device(settings.device)
-    location = settings.location()
-    check_existing(location)
-    check_writable(location)
     flush_denormals()  # as the commands do: trials here compute as a search's trials do
-    _, data = load_searched_split(settings.data_dir, settings.val_size, settings.split_seed)
-    storage = open_storage(location, heartbeat=settings.heartbeat, write_ahead_log=True)
-    record = StudyRecord(epochs=settings.epochs, val_size=settings.val_size,
-                         split_seed=settings.split_seed, train_size=len(data.train),
-                         seed=settings.seed, space=space.text, space_name=space.name)
-    study, _ = create_or_resume(storage, study_name, sampler_name=settings.sampler,
-                                pruner_name=settings.pruner, seed=settings.seed, record=record,
-                                where=location.shown)
-    if count_finished(study) < settings.n_trials:
-        precision = choose_precision(settings.precision, device).value
-        objective = Objective(data, settings.epochs, settings.seed, device,
-                              precision=precision, space=space)
-        tutorial = tutorial_params(study)
-        queue = (None if tutorial is None else
-                 partial(queue_baseline_if_due, study, settings.n_trials, tutorial))
+    run = settings.prepare()  # the command's own checks, in its order: bad input writes nothing
+    if count_finished(run.study) < settings.n_trials:
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per trial
         try:
-            run_trials(study, objective, settings.n_trials, storage_url=location.shown,
-                       heartbeat=heartbeat_of(storage), timeout=settings.timeout,
-                       before_trial=queue)
+            run_trials(run.study, run.objective(), settings.n_trials,
+                       storage_url=run.location.shown, heartbeat=heartbeat_of(run.storage),
+                       timeout=settings.timeout, before_trial=run.before_trial())
         finally:
             optuna.logging.set_verbosity(verbosity)
-    return study
+    return run.study
 
 
 def confirm(study_name: str = DEFAULT_STUDY_NAME, storage: str | None = None, *,

@@ -10,19 +10,11 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import partial
 
-import optuna
 import torch
 
-from model.data import (
-    DataError,
-    Source,
-    TrainValSplit,
-    load_searched_split,
-)
-from model.kernels import HardwareChoice, fp32_kernel
+from model.data import DataError
+from model.kernels import fp32_kernel
 from model.loops import EpochResult, flush_denormals
 from tuning.cli.common import (
     EXIT_FAILED,
@@ -33,18 +25,15 @@ from tuning.cli.common import (
     stoppable,
 )
 from tuning.cli.search_output import Progress, interrupted, summary
-from tuning.cli.search_settings import PROG, SearchSettings, parse_settings
-from tuning.space.file import Space, load_space
-from tuning.study.baseline import queue_baseline_if_due, tutorial_params
+from tuning.cli.search_settings import (
+    PROG,
+    Prepared,
+    parse_settings,
+)
 from tuning.study.errors import UsageError
-from tuning.study.lifecycle import count_finished, create_or_resume
-from tuning.study.protocol import StudyRecord
+from tuning.study.lifecycle import count_finished
 from tuning.study.secrets import STORAGE_ENV
-from tuning.study.storage import Location, heartbeat_of, open_storage
-from tuning.study.storage_checks import check_existing, check_writable
-from tuning.training.device import resolve_device
-from tuning.training.objective import Objective
-from tuning.training.precision import choose_precision
+from tuning.study.storage import heartbeat_of
 from tuning.workers.cores import threads_per_worker
 from tuning.workers.signals import (
     Stopped,
@@ -58,48 +47,9 @@ from tuning.workers.supervisor import WorkerExit, supervise, without_flag
 from tuning.workers.trial_loop import run_trials
 
 
-@dataclass
-class Prepared:
-    """A search ready to run: its study, where it lives, and the data (None once handed off)."""
-
-    settings: SearchSettings
-    location: Location
-    study: optuna.Study
-    storage: optuna.storages.BaseStorage
-    resumed: bool
-    source: Source
-    data: TrainValSplit | None
-    device: torch.device
-    precision: HardwareChoice  # --precision resolved on this hardware
-    space: Space
-
-
-def _prepare(settings: SearchSettings) -> Prepared:
-    """Check every input, load the data, then create or resume the study (in that order).
-
-    Raises:
-        UsageError, DataError: bad input; nothing was written.
-    """
-    settings.check()
-    space = load_space(settings.space)  # a bad file fails before anything is written
-    device = resolve_device(settings.device)
-    location = settings.location()
-    check_existing(location)
-    check_writable(location)  # a read-only or full disk fails before training
-    # Data first: a bad data folder must fail before any study file is created.
-    source, data = load_searched_split(settings.data_dir, settings.val_size, settings.split_seed)
-    storage = open_storage(location, heartbeat=settings.heartbeat, write_ahead_log=True)
-    record = StudyRecord(epochs=settings.epochs, val_size=settings.val_size,
-                         split_seed=settings.split_seed, train_size=len(data.train),
-                         seed=settings.seed, space=space.text, space_name=space.name)
-    study, resumed = create_or_resume(
-        storage, settings.study_name, sampler_name=settings.sampler,
-        pruner_name=settings.pruner, seed=settings.seed, record=record, worker=settings.worker,
-        where=location.shown, on_wait=lambda line: print(f"{PROG}: {line}", file=sys.stderr,
-                                                         flush=True),
-    )
-    return Prepared(settings, location, study, storage, resumed, source, data, device,
-                    choose_precision(settings.precision, device), space)
+def _say_waiting(line: str) -> None:
+    """What the search waits for while another process sets the study up, on stderr."""
+    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
 
 
 def _announce(run: Prepared) -> None:
@@ -146,15 +96,11 @@ def _run_here(run: Prepared) -> int:
                 raise Stopped(signal.SIGTERM)
             progress.epoch(trial, result)
 
-    objective = Objective(run.data, settings.epochs, settings.seed, run.device, on_epoch,
-                          precision=run.precision.value, space=run.space)
-    tutorial = tutorial_params(run.study)  # the space is read once, not before every trial
-    queue = (None if tutorial is None else
-             partial(queue_baseline_if_due, run.study, settings.n_trials, tutorial))
     try:
-        run_trials(run.study, objective, settings.n_trials, storage_url=run.location.shown,
-                   heartbeat=heartbeat_of(run.storage), timeout=settings.timeout,
-                   callbacks=[progress.trial], before_trial=queue)
+        run_trials(run.study, run.objective(on_epoch), settings.n_trials,
+                   storage_url=run.location.shown, heartbeat=heartbeat_of(run.storage),
+                   timeout=settings.timeout, callbacks=[progress.trial],
+                   before_trial=run.before_trial())
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: signals.Stopped
         if not settings.worker:  # a worker's supervisor reports
             interrupted(run.study, settings.n_trials, run.location.shown, settings.workers,
@@ -207,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if parent is not None:
             die_with_parent(parent)  # no orphan keeps training after its supervisor died
     try:
-        run = _prepare(settings)
+        run = settings.prepare(on_wait=_say_waiting)
     except (UsageError, DataError) as exc:
         return fail(PROG, str(exc), exc=exc)
     _announce(run)

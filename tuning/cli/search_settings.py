@@ -1,25 +1,38 @@
-"""The flags of python -m tuning.search, parsed into one frozen SearchSettings."""
+"""The flags of python -m tuning.search, parsed into one frozen SearchSettings, and the study
+and data they open (``SearchSettings.prepare``): the command and ``tuning.api.search`` both
+start there."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from model.data import DEFAULT_DATA_DIR
+import optuna
+import torch
+
+from model.data import DEFAULT_DATA_DIR, Source, TrainValSplit, load_searched_split
+from model.kernels import HardwareChoice
+from model.loops import EpochResult
 from tuning.cli.common import (
     HelpFormatter,
     Parser,
     add_data_and_device_arguments,
     add_study_arguments,
 )
+from tuning.space.file import Space, load_space
+from tuning.study.baseline import queue_baseline_if_due, tutorial_params
 from tuning.study.errors import UsageError
-from tuning.study.lifecycle import DEFAULT_STUDY_NAME
-from tuning.study.protocol import EPOCHS, SPLIT_SEED, VAL_SIZE
+from tuning.study.lifecycle import DEFAULT_STUDY_NAME, create_or_resume
+from tuning.study.protocol import EPOCHS, SPLIT_SEED, VAL_SIZE, StudyRecord
 from tuning.study.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER, PRUNERS, SAMPLERS
-from tuning.study.storage import HEARTBEAT_S, Location
-from tuning.training.precision import DEFAULT_PRECISION, PRECISION_CHOICES
+from tuning.study.storage import HEARTBEAT_S, Location, open_storage
+from tuning.study.storage_checks import check_existing, check_writable
+from tuning.training.device import resolve_device
+from tuning.training.objective import Objective
+from tuning.training.precision import DEFAULT_PRECISION, PRECISION_CHOICES, choose_precision
 from tuning.workers.cores import check_workers
 from tuning.workers.supervisor import WORKER_FLAG
 
@@ -51,6 +64,35 @@ class SearchSettings:
     def location(self) -> Location:
         """Where the study lives (raises StudyError for a bad --storage)."""
         return Location.of(self.storage, self.study_name)
+
+    def prepare(self, on_wait: Callable[[str], None] | None = None) -> Prepared:
+        """Check every input, load the data, then create or resume the study (in that order).
+
+        The command and ``tuning.api.search`` both start here. ``on_wait`` gets a line when
+        the study is being set up by another process right now.
+
+        Raises:
+            UsageError, DataError: bad input; nothing was written.
+        """
+        self.check()
+        space = load_space(self.space)  # a bad file fails before anything is written
+        device = resolve_device(self.device)
+        location = self.location()
+        check_existing(location)
+        check_writable(location)  # a read-only or full disk fails before training
+        # Data first: a bad data folder must fail before any study file is created.
+        source, data = load_searched_split(self.data_dir, self.val_size, self.split_seed)
+        storage = open_storage(location, heartbeat=self.heartbeat, write_ahead_log=True)
+        record = StudyRecord(epochs=self.epochs, val_size=self.val_size,
+                             split_seed=self.split_seed, train_size=len(data.train),
+                             seed=self.seed, space=space.text, space_name=space.name)
+        study, resumed = create_or_resume(
+            storage, self.study_name, sampler_name=self.sampler,
+            pruner_name=self.pruner, seed=self.seed, record=record, worker=self.worker,
+            where=location.shown, on_wait=on_wait,
+        )
+        return Prepared(self, location, study, storage, resumed, source, data, device,
+                        choose_precision(self.precision, device), space)
 
     def check(self) -> None:
         """Raise UsageError naming the first flag whose value cannot work."""
@@ -146,3 +188,33 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_settings(argv: Sequence[str] | None) -> SearchSettings:
     # Every flag's dest is a settings field: a flag cannot be parsed and then dropped.
     return SearchSettings(**vars(build_parser().parse_args(argv)))
+
+
+@dataclass
+class Prepared:
+    """A search ready to run: its study, where it lives, and the data (None once handed off)."""
+
+    settings: SearchSettings
+    location: Location
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+    resumed: bool
+    source: Source
+    data: TrainValSplit | None
+    device: torch.device
+    precision: HardwareChoice  # --precision resolved on this hardware
+    space: Space
+
+    def objective(self, on_epoch: Callable[[int, EpochResult], None] | None = None
+                  ) -> Objective:
+        """The objective every trial of this process runs, on the data loaded once."""
+        assert self.data is not None
+        return Objective(self.data, self.settings.epochs, self.settings.seed, self.device,
+                         on_epoch, precision=self.precision.value, space=self.space)
+
+    def before_trial(self) -> Callable[[], object] | None:
+        """What runs before each trial: the tutorial's configuration queued when it is due."""
+        tutorial = tutorial_params(self.study)  # the space is read once, not before every trial
+        return (None if tutorial is None else
+                partial(queue_baseline_if_due, self.study, self.settings.n_trials, tutorial))
+
