@@ -27,8 +27,7 @@ from matplotlib.figure import Figure
 from optuna.trial import TrialState
 
 from tuning.results.files import write_atomically
-from tuning.space.file import space_of
-from tuning.study.protocol import SPACE_NAME_ATTR, space_text
+from tuning.space.file import in_space_order
 
 PNG_DPI = 150
 MAX_LEGEND_TRIALS = 12  # a per-epoch PNG of more trials than this drops its legend
@@ -68,10 +67,7 @@ def plotted_params(study: optuna.Study) -> list[str]:
     parameter they lack, such as SGD's momentum where only pruned trials used SGD); fixed
     values of the space (not sampled) have nothing to plot."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sampled = {name for trial in complete for name in trial.params}
-    space = space_of(space_text(study), study.user_attrs.get(SPACE_NAME_ATTR))
-    ordered = [p.name for p in space.params if p.name in sampled]
-    return ordered + sorted(sampled - set(ordered))
+    return in_space_order(study, {name for trial in complete for name in trial.params})
 
 
 def _intermediate_values_png(study: optuna.Study) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from tuning.space.file import space_of
+from tuning.space.file import in_space_order
 from tuning.study.baseline import is_baseline
 from tuning.study.protocol import (
     HISTORY_KEYS,
@@ -24,11 +24,9 @@ from tuning.study.protocol import (
     PRECISION_ATTR,
     PRUNED_REASON_ATTR,
     SEED_ATTR,
-    SPACE_NAME_ATTR,
     THREADS_ATTR,
     WORKER_ATTR,
     configuration,
-    space_text,
 )
 
 # Trial user attributes that become columns, under these names.
@@ -42,10 +40,8 @@ EPOCH_COLUMNS = ("number", "epoch", *HISTORY_KEYS)
 
 def param_columns(study: optuna.Study) -> list[str]:
     """Every parameter a trial of ``study`` trained with, in its space file's order."""
-    used = {name for trial in study.get_trials(deepcopy=False) for name in configuration(trial)}
-    space = space_of(space_text(study), study.user_attrs.get(SPACE_NAME_ATTR))
-    ordered = [p.name for p in space.params if p.name in used]
-    return ordered + sorted(used - set(ordered))
+    return in_space_order(study, {name for trial in study.get_trials(deepcopy=False)
+                                  for name in configuration(trial)})
 
 
 def _time(value: Any) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 
 from tuning.space.check import Param, SpaceError, check, order, same, show
+from tuning.study.protocol import SPACE_NAME_ATTR, space_text
 
 BUILTIN = ("tutorial", "extended")
 SPACES_DIR = Path(__file__).parent / "builtin"
@@ -103,6 +104,17 @@ def space_of(text: str | None, name: str | None) -> Space:
     """The space a study recorded (its text and name), or the tutorial's where it recorded
     none: studies from before spaces were files were all searched in it."""
     return load_space("tutorial") if text is None else parse_space(text, name or "<study>")
+
+
+def study_space(study: optuna.Study) -> Space:
+    """The space ``study`` was searched in: ``space_of`` the text and name it recorded."""
+    return space_of(space_text(study), study.user_attrs.get(SPACE_NAME_ATTR))
+
+
+def in_space_order(study: optuna.Study, names: set[str]) -> list[str]:
+    """``names`` in the order of ``study``'s space file; any it does not hold last, sorted."""
+    ordered = [p.name for p in study_space(study).params if p.name in names]
+    return ordered + sorted(names - set(ordered))
 
 
 def check_resume(study_name: str, stored: tuple[str | None, str | None],

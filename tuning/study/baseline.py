@@ -16,9 +16,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tuning.space.file import space_of
+from tuning.space.file import study_space
 from tuning.space.hyperparameters import TUTORIAL
-from tuning.study.protocol import BASELINE_ATTRS, SPACE_NAME_ATTR, space_text
+from tuning.study.protocol import BASELINE_ATTRS
 
 BASELINE_AFTER = 10  # trials before the tutorial's: as many as TPE's random start-up trials
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts toward --n-trials
@@ -33,9 +33,8 @@ def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
 
 def tutorial_params(study: optuna.Study) -> dict[str, Any] | None:
     """The tutorial's configuration as the study's parameters, or None where its space
-    (``space_of`` its record) does not hold it (the extended space's SGD range, for one)."""
-    space = space_of(space_text(study), study.user_attrs.get(SPACE_NAME_ATTR))
-    return space.baseline(TUTORIAL.as_params(), asdict(TUTORIAL))
+    (``study_space``) does not hold it (the extended space's SGD range, for one)."""
+    return study_space(study).baseline(TUTORIAL.as_params(), asdict(TUTORIAL))
 
 
 def queue_baseline_if_due(study: optuna.Study, target: int, params: dict[str, Any]) -> bool:
