@@ -11,12 +11,24 @@ only report.
 
     python -m benchmarks.epoch            # full: 25,600 images per measurement, 3 repeats
     python -m benchmarks.epoch --quick    # a few minutes: 6,400 images, 1 repeat
+    python -m benchmarks.epoch --threads 1 --precisions bf16   # this process on 1 thread
+
+``--side-by-side PxT ...`` measures instead how a machine is best shared: for each layout, P
+processes of T torch threads each train the suite's loop at once (they start each batch size
+together, at a barrier), and the table shows one process's images/s and the sum of all P, the
+figure that decides how many trials ``--workers auto`` runs side by side
+(docs/decisions.md#trials-side-by-side):
+
+    python -m benchmarks.epoch --side-by-side 1x2 1x1 2x1 --batch-sizes 16 64 256 \
+        --precisions bf16
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks.tutorial import torchvision_root, train_loop, tutorial_dataset
 from model.data import DEFAULT_DATA_DIR, Tensors, load_split, locate
-from model.kernels import KERNELS, fp32_kernel, native_bf16
+from model.kernels import KERNELS, cpu_name, fp32_kernel, native_bf16
 from model.loops import PRECISIONS, flush_denormals, shuffle_buffer, train_epoch
 from model.network import NeuralNetwork
 from tuning.space.hyperparameters import BATCH_SIZES, TUTORIAL
@@ -126,6 +138,83 @@ def suite_rate(data: Tensors, batch_size: int, variant: Variant, seed: int) -> f
     return _timed(run)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """``processes`` copies of the suite's loop at once, ``threads`` torch threads each."""
+
+    processes: int
+    threads: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.processes}x{self.threads}"
+
+
+def layout(text: str) -> Layout:
+    """``PxT`` (e.g. ``2x1``: two processes of one thread) as a Layout."""
+    match = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"a layout is PROCESSESxTHREADS, e.g. 2x1, but got {text!r}")
+    return Layout(int(match[1]), int(match[2]))
+
+
+def _side_worker(data_dir: Path, images: int, threads: int, batch_sizes: list[int],
+                 column: Variant, seed: int, barrier: object) -> list[float]:
+    """One process of a layout: images/s per batch size, each started at the barrier."""
+    torch.set_num_threads(threads)  # before any parallel work: the pool is made this size
+    flush_denormals()
+    train = load_split(locate(data_dir), "train")
+    data = Tensors(train.images[:images].clone(), train.labels[:images].clone())
+    rates = []
+    for batch_size in batch_sizes:
+        barrier.wait()  # type: ignore[attr-defined]
+        rates.append(suite_rate(data, batch_size, column, seed))
+    return rates
+
+
+def side_by_side(args: argparse.Namespace, images: int, repeats: int) -> int:
+    """Print, per batch size and layout, one process's images/s and the sum of the layout's."""
+    column = variants(args.precisions, args.kernels)[-1]
+    layouts: list[Layout] = args.side_by_side
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+          f", {cpu_name()}; suite loop in {column.label}; {images} images per process per "
+          f"measurement, median of {repeats}; layouts (processes x threads): "
+          f"{' '.join(x.label for x in layouts)}", flush=True)
+    context = multiprocessing.get_context("spawn")  # a fresh torch per process, as a worker's
+    sums: dict[tuple[int, str], list[float]] = {}
+    each: dict[tuple[int, str], list[float]] = {}
+    for repeat in range(repeats):
+        for lay in layouts:  # layouts alternate within a repeat: back to back, same conditions
+            barrier = context.Manager().Barrier(lay.processes)
+            with context.Pool(lay.processes) as pool:
+                results = pool.starmap(_side_worker, [
+                    (args.data_dir, images, lay.threads, args.batch_sizes, column,
+                     args.seed + repeat, barrier)] * lay.processes)
+            for i, batch_size in enumerate(args.batch_sizes):
+                rates = [r[i] for r in results]
+                sums.setdefault((batch_size, lay.label), []).append(sum(rates))
+                each.setdefault((batch_size, lay.label), []).append(statistics.mean(rates))
+            print(f"  repeat {repeat + 1}, {lay.label}: " + ", ".join(
+                f"batch {b} {sums[b, lay.label][-1]:,.0f} img/s" for b in args.batch_sizes),
+                flush=True)
+    base = layouts[0].label
+    header = f"{'batch':>5}" + "".join(
+        f" | {x.label + ' one':>10} {x.label + ' sum':>10} {'x ' + base:>7}" for x in layouts)
+    print("\n" + header + "\n" + "-" * len(header))
+    for batch_size in args.batch_sizes:
+        first = statistics.median(sums[batch_size, base])
+        row = f"{batch_size:>5}"
+        for lay in layouts:
+            total = statistics.median(sums[batch_size, lay.label])
+            row += (f" | {statistics.median(each[batch_size, lay.label]):>10,.0f} "
+                    f"{total:>10,.0f} {total / first:>6.2f}x")
+        print(row)
+    print(f"\n'one': images/s of one process (the mean of the layout's); 'sum': all of them "
+          f"together; 'x {base}': the sum against the first layout's.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.epoch",
@@ -149,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: measured here on large matrix products")
     parser.add_argument("--bf16-peak-gflops", type=float, default=None,
                         help="bf16 peak of this machine; default: measured here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of this process (default: torch's own, one per "
+                        "core)")
+    parser.add_argument("--side-by-side", type=layout, nargs="+", default=None,
+                        metavar="PxT",
+                        help="instead of the table: P processes of T threads at once per "
+                        "layout, e.g. 1x2 1x1 2x1, with their sum (the suite's loop in the "
+                        "last of --precisions)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -247,10 +344,17 @@ def print_targets(args: argparse.Namespace, columns: list[Variant], rates: dict,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, but got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # before torch's pool starts
     flush_denormals()  # as the search does; the tutorial's SGD meets no denormals either way
     images = args.images or (QUICK_IMAGES if args.quick else FULL_IMAGES)
     repeats = args.repeats or (QUICK_REPEATS if args.quick else FULL_REPEATS)
+    if args.side_by_side:
+        return side_by_side(args, images, repeats)
     train = load_split(locate(args.data_dir), "train")
     data = Tensors(train.images[:images].clone(), train.labels[:images].clone())
     flops = train_flops_per_image(NeuralNetwork())

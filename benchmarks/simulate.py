@@ -236,7 +236,9 @@ _POOL: dict[str, Callable[[int], Search]] = {}  # a pool process's run, seed -> 
 def _bind(land: Landscape | Drawn, plan: Strategy, args: argparse.Namespace
           ) -> Callable[[int], Search]:
     """``run`` of one strategy with everything but the seed fixed."""
-    return partial(run, land, plan, workers=args.workers, budget_min=args.budget_min,
+    # The naive search is what a user of the tutorial runs: one process, whatever --workers.
+    workers = 1 if plan.naive else args.workers
+    return partial(run, land, plan, workers=workers, budget_min=args.budget_min,
                    tutorial_rate=tutorial_rates(land.header))
 
 
@@ -283,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     parser.add_argument("--strategies", nargs="+", default=["naive", "suite"])
     parser.add_argument("--seeds", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=1, help="trials side by side")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="trials side by side (the naive search always runs one at a time)")
     parser.add_argument("--budget-min", type=float, default=max(BUDGETS_MIN))
     parser.add_argument("--processes", type=int, default=1,
                         help="simulate seeds in this many processes (cores)")
@@ -295,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     bands = ", ".join(f">={low:g} {sd:.4f}" for low, sd in zip(NOISE_BANDS, land.noise,
                                                                  strict=True))
-    runs = f"{args.seeds} seeds x {args.budget_min:g} minutes, {args.workers} worker(s)"
+    runs = (f"{args.seeds} seeds x {args.budget_min:g} minutes, {args.workers} worker(s) "
+            "(the naive search: 1)")
     if isinstance(land, Drawn):
         guided = [spec for spec in args.strategies if not spec.startswith("random+")]
         if guided:
