@@ -19,7 +19,7 @@ knob of each, in ``benchmarks/curves/SPACE.csv``.
     python -m benchmarks.curves                       # 16 lrs x 5 batch sizes x 3 optimizers
     python -m benchmarks.curves --space extended --configs 60 --workers 2
     python -m benchmarks.curves --quick               # 4 lrs x 2 batch sizes x 3, 2 epochs
-    python -m benchmarks.curves --workers 2           # two processes, one torch thread each
+    python -m benchmarks.curves --workers 2           # two processes, the cores split between them
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from tuning.space.hyperparameters import (
 from tuning.study.protocol import SPLIT_SEED, VAL_SIZE
 from tuning.training.precision import choose_precision
 from tuning.training.retrain import Diverged, retrain
+from tuning.workers.cores import threads_per_worker
 
 DEFAULT_OUT = Path("benchmarks/curves/tutorial.csv")
 COLUMNS = ("lr", "batch_size", "optimizer", "seed", "epoch", "val_accuracy", "val_loss",
@@ -155,7 +156,8 @@ def tutorial_rates(args: argparse.Namespace) -> str:
 def header(args: argparse.Namespace, precision: str, argv: Sequence[str], space: Space | None
            ) -> list[str]:
     cpu = torch.device("cpu")
-    threads = torch.get_num_threads() if args.workers == 1 else 1  # as record() sets them
+    # As record() sets them: the search's rule (tuning.workers.cores.threads_per_worker).
+    threads = torch.get_num_threads() if args.workers == 1 else threads_per_worker(args.workers)
     what = ([f"# space: {space.name}, {args.configs} configurations drawn by Optuna's random "
              f"sampler (seed {args.sample_seed})"] if space else [])
     return [*what, f"# tutorial img/s: {tutorial_rates(args)}",
@@ -202,7 +204,7 @@ def record(todo: list[Config], args: argparse.Namespace, precision: str
         _start(args.data_dir, args.val_size, torch.get_num_threads(), precision)
         yield from map(_record, jobs)
         return
-    init = (args.data_dir, args.val_size, 1, precision)
+    init = (args.data_dir, args.val_size, threads_per_worker(args.workers), precision)
     with multiprocessing.get_context("spawn").Pool(args.workers, _start, init) as pool:
         yield from pool.imap_unordered(_record, jobs)
 

@@ -188,9 +188,10 @@ class Searched:
 
 
 # fp32 whatever the machine: a float32 retrain replays its trials (auto would pick bf16 on a
-# CPU with avx512_bf16). With seed 0, its third trial is pruned after epoch 1.
+# CPU with avx512_bf16). One process: the same trials every run (side by side, timing decides
+# which trial gets which draw). With seed 0, its third trial is pruned after epoch 1.
 SEARCHED_ARGS = ("--val-size", "100", "--n-trials", "4", "--epochs", "2", "--pruner",
-                 "successive-halving", "--precision", "fp32")
+                 "successive-halving", "--precision", "fp32", "--workers", "1")
 
 
 @pytest.fixture(scope="session")

@@ -90,7 +90,7 @@ def test_one_worker_same_seed_same_trials_and_values_with_the_default_sampler(
     tmp_path, searched
 ):
     # --workers 1 runs the trials in this process. The session's study is the first run: the
-    # same flags (default sampler), without --workers.
+    # same flags (default sampler, --workers 1).
     storage = f"sqlite:///{tmp_path / 'b.db'}"
     result = _search(tmp_path, searched.data, storage, "--workers", "1", *SEARCHED_ARGS)
     assert result.returncode == 0, result.stderr

@@ -69,7 +69,8 @@ def search(study_name: str = DEFAULT_STUDY_NAME, **options: Any) -> optuna.Study
     Raises:
         UsageError, DataError: bad input, before anything is written.
     """
-    settings = replace(SearchSettings(), study_name=study_name, **options)
+    # Trials run in this process: one at a time unless the caller asks otherwise (refused).
+    settings = replace(SearchSettings(), study_name=study_name, **{"workers": 1, **options})
     if settings.workers != 1 or settings.worker:
         raise UsageError("workers must be 1 here: trials run in this process; use python -m "
                          "tuning.search --workers N for more processes.")

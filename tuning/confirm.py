@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ from tuning.study.protocol import StudyRecord
 from tuning.study.storage import Location
 from tuning.training.device import resolve_device
 from tuning.training.precision import DEFAULT_PRECISION, PRECISION_CHOICES, choose_precision
-from tuning.workers.cores import check_workers
+from tuning.workers.cores import AUTO, check_workers, resolve_workers, workers_arg
 from tuning.workers.signals import exit_status, stop_reason
 
 PROG = "python -m tuning.confirm"
@@ -54,7 +54,9 @@ class ConfirmSettings:
     storage: str | None = field(default=None, repr=False)  # None: Location.of's default
     top: int = 5  # how many of the best completed trials are trained again
     seeds: int = 3  # fresh seeds per configuration
-    workers: int = 1  # processes, one torch thread each when more than one (CPU only)
+    # Runs side by side, each in a process with its share of the cores (CPU only). auto: one
+    # per core with one thread, as the search (tuning.workers.cores.resolve_workers).
+    workers: int | str = AUTO
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = "auto"
     precision: str = DEFAULT_PRECISION  # auto: bf16 where native; runs are compared, not shipped
@@ -62,11 +64,14 @@ class ConfirmSettings:
 
     def check(self) -> None:
         """Raise UsageError naming the first flag whose value cannot work."""
-        for flag, value in (("--top", self.top), ("--seeds", self.seeds),
-                            ("--workers", self.workers)):
+        for flag, value in (("--top", self.top), ("--seeds", self.seeds)):
             if value < 1:
                 raise UsageError(f"{flag} must be at least 1, but got {value}.")
-        check_workers(self.workers)
+        if self.workers != AUTO:
+            if not isinstance(self.workers, int) or self.workers < 1:
+                raise UsageError(f"--workers must be at least 1 or auto, but got "
+                                 f"{self.workers!r}.")
+            check_workers(self.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,8 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how many of the best completed trials (distinct configurations)")
     parser.add_argument("--seeds", type=int, default=d.seeds,
                         help="fresh seeds per configuration")
-    parser.add_argument("--workers", type=int, default=d.workers,
-                        help="processes on this machine, one torch thread each if more than 1")
+    parser.add_argument("--workers", type=workers_arg, default=d.workers, metavar="N|auto",
+                        help="runs side by side, each in a process with its share of the CPU "
+                        "cores; auto: one per core with one torch thread each, as the search "
+                        "(docs/decisions.md), one process on a GPU")
     add_data_and_device_arguments(parser, d.data_dir, d.device)
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default=d.precision,
                         help="arithmetic of the forward pass, as in the search: auto is bf16 "
@@ -103,10 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = ConfirmSettings(**vars(build_parser().parse_args(argv)))
     quiet_optuna()
     flush_denormals()  # as the search does: before torch starts its thread pool
+    own_threads = torch.get_num_threads()
+    if settings.workers != 1:
+        # Workers may be forked from this process: one torch thread until then (GNU OpenMP
+        # cannot run a thread pool in the child of a process that had one).
+        torch.set_num_threads(1)
     try:
         settings.check()
         device = resolve_device(settings.device)
-        if settings.workers > 1 and device.type != "cpu":
+        if settings.workers not in (1, AUTO) and device.type != "cpu":
             raise UsageError(f"--workers {settings.workers} is for the CPU; on {device} "
                              "use --workers 1.")
         location = Location.of(settings.storage, settings.study_name)
@@ -117,27 +129,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         stacked = confirmation.stack_seeds(settings.stack_seeds, device)
         source, data = load_searched_split(settings.data_dir, record.val_size,
                                            record.split_seed, record.train_size)
+        layout = resolve_workers(settings.workers, device.type,
+                                 len(confirmation.jobs(planned.tasks, stacked.value == "yes")))
     except (UsageError, DataError) as exc:
         return fail(PROG, str(exc), exc=exc)
+    if layout.workers == 1:
+        torch.set_num_threads(own_threads)  # one process: every core, as torch sets it
+        layout = replace(layout, threads=own_threads)
 
     confirmation.save_plan(study, planned)
     tasks = planned.tasks
     print(f"Confirming the {len(planned.trials)} best trials of study {settings.study_name!r} "
           f"in {location.shown}: {settings.seeds} fresh seed(s) each, {record.epochs} epochs, "
-          f"{len(tasks)} run(s) to go; {settings.workers} process(es), device {device}.",
-          flush=True)
+          f"{len(tasks)} run(s) to go; device {device}, {layout.describe()}.", flush=True)
     print(f"Precision {precision.value} ({precision.reason}); seeds stacked: {stacked.value} "
           f"({stacked.reason}).", flush=True)
     by_number = {t.number: t for t in planned.trials}
-    claim_cores(PROG, device.type,
-                settings.workers if settings.workers > 1 else torch.get_num_threads())
-    if settings.workers == 1:
+    claim_cores(PROG, device.type, layout.workers * layout.threads)
+    if layout.workers == 1:
         confirmation.use(data, device, precision.value)
-    del data  # each worker process loads its own copy
     done = 0
     try:
-        for run in confirmation.run_all(tasks, settings.workers, source.folder, record,
-                                        precision.value, stacked.value == "yes"):
+        for run in confirmation.run_all(tasks, layout.workers, source.folder, record,
+                                        precision.value, stacked.value == "yes",
+                                        threads=layout.threads, data=data):
             record_run(study, by_number[run.trial], run)
             done += 1
             _print_run(run, by_number[run.trial].params, done, len(tasks))

@@ -1,7 +1,10 @@
 """python -m tuning.search: run or resume an Optuna study of the tutorial network.
 
-One process runs the trials itself; with ``--workers N`` it creates or resumes the study, then
-supervises N copies of itself (``--worker k``), which run the trials.
+The process creates or resumes the study and loads the data, then either runs the trials
+itself (``--workers 1``, or one trial left) or forks the workers ``--workers`` resolves to
+(``auto`` by default: one per CPU core) and supervises them; each worker runs trials on the
+data loaded once. Where a fork is not safe (``fork_is_safe``), the workers are fresh copies of
+this command instead (``--worker k``), which load their own.
 """
 
 from __future__ import annotations
@@ -9,13 +12,15 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 
 import torch
 
-from model.data import DataError
+from model.data import DataError, Source, TrainValSplit
 from model.kernels import fp32_kernel
-from model.loops import EpochResult, flush_denormals
+from model.loops import EpochResult, flush_denormals, warm_up_optimizers
 from tuning.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -28,13 +33,14 @@ from tuning.cli.search_output import Progress, interrupted, summary
 from tuning.cli.search_settings import (
     PROG,
     Prepared,
+    SearchSettings,
     parse_settings,
 )
 from tuning.study.errors import UsageError
 from tuning.study.lifecycle import count_finished
 from tuning.study.secrets import STORAGE_ENV
-from tuning.study.storage import heartbeat_of
-from tuning.workers.cores import threads_per_worker
+from tuning.study.storage import heartbeat_of, release_connections
+from tuning.workers.cores import Layout, fork_is_safe, resolve_workers, threads_per_worker
 from tuning.workers.signals import (
     Stopped,
     die_with_parent,
@@ -43,7 +49,7 @@ from tuning.workers.signals import (
     stop_reason,
     supervisor_pid,
 )
-from tuning.workers.supervisor import WorkerExit, supervise, without_flag
+from tuning.workers.supervisor import Forked, Process, WorkerExit, supervise, without_flag
 from tuning.workers.trial_loop import run_trials
 
 
@@ -52,17 +58,15 @@ def _say_waiting(line: str) -> None:
     print(f"{PROG}: {line}", file=sys.stderr, flush=True)
 
 
-def _announce(run: Prepared) -> None:
+def _announce(run: Prepared, layout: Layout | None) -> None:
+    """The first lines: the study, the data, how the trials share the machine (a worker: one)."""
     settings, data = run.settings, run.data
     assert data is not None
-    threads = f"torch threads {torch.get_num_threads()}"
-    if settings.worker:
-        print(f"worker {settings.worker} of {settings.workers}: pid {os.getpid()}, {threads}.",
-              flush=True)
+    if layout is None:
+        print(f"worker {settings.worker} of {settings.workers}: pid {os.getpid()}, torch "
+              f"threads {torch.get_num_threads()}.", flush=True)
         return
-    if settings.workers > 1:
-        threads = (f"{settings.workers} workers x {threads_per_worker(settings.workers)} "
-                   "torch threads")
+    threads = layout.describe()
     print(
         f"Study {settings.study_name!r} in {run.location.shown} "
         f"({'resumed' if run.resumed else 'new'}): {count_finished(run.study)} of "
@@ -103,29 +107,40 @@ def _run_here(run: Prepared) -> int:
                    before_trial=run.before_trial())
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: signals.Stopped
         if not settings.worker:  # a worker's supervisor reports
-            interrupted(run.study, settings.n_trials, run.location.shown, settings.workers,
-                        stop_reason(exc))
+            interrupted(run.study, settings.n_trials, run.location.shown, 1, stop_reason(exc))
         return exit_status(exc)
     except Exception as exc:  # a trial failed for a reason other than divergence
         return fail(PROG, f"a trial failed and the search stopped: {exc!r}", status=EXIT_FAILED)
     return EXIT_OK
 
 
-def _supervise(run: Prepared, argv: Sequence[str] | None) -> int:
-    """Run --workers copies of this command on the study, wait for them, say how it ended."""
+def _supervise(run: Prepared, layout: Layout, argv: Sequence[str] | None) -> int:
+    """Run ``layout.workers`` workers on the study, wait for them, say how it ended."""
     settings = run.settings
-    # The storage URL reaches the workers in their environment, not their argument lists,
-    # which any user of the machine can read (ps): it may hold a password.
-    args = without_flag(sys.argv[1:] if argv is None else argv, "--storage")
-    command = [sys.executable, "-m", "tuning.search", *args]
 
     def warn(worker: WorkerExit) -> None:
         print(f"{PROG}: warning: {worker.describe()}.", file=sys.stderr, flush=True)
 
-    outcome = supervise(command, settings.workers, on_exit=warn,
-                        env={STORAGE_ENV: run.location.url})
+    if fork_is_safe(layout.threads):
+        assert run.data is not None
+        loaded = (run.source, run.data)
+        warm_up_optimizers()  # imported once here, not once per worker
+        release_connections(run.storage)  # each worker opens its own
+
+        def start(k: int, env: Mapping[str, str]) -> Process:
+            return Forked(partial(_forked_worker, settings, layout, k, loaded), env)
+
+        outcome = supervise(start, layout.workers, on_exit=warn)
+    else:
+        # The storage URL reaches the workers in their environment, not their argument
+        # lists, which any user of the machine can read (ps): it may hold a password.
+        args = without_flag(sys.argv[1:] if argv is None else argv, "--storage")
+        args = [*without_flag(args, "--workers"), "--workers", str(layout.workers)]
+        outcome = supervise([sys.executable, "-m", "tuning.search", *args], layout.workers,
+                            on_exit=warn, env={STORAGE_ENV: run.location.url})
+    run.data = None
     if outcome.interrupted is not None:
-        interrupted(run.study, settings.n_trials, run.location.shown, settings.workers,
+        interrupted(run.study, settings.n_trials, run.location.shown, layout.workers,
                     stop_reason(outcome.interrupted))
         return exit_status(outcome.interrupted)
     finished = count_finished(run.study)
@@ -141,39 +156,66 @@ def _supervise(run: Prepared, argv: Sequence[str] | None) -> int:
     return EXIT_OK
 
 
+def _forked_worker(settings: SearchSettings, layout: Layout, k: int,
+                   loaded: tuple[Source, TrainValSplit]) -> int:
+    """Worker ``k``, forked by the supervisor: its threads, then trials on the loaded data."""
+    torch.set_num_threads(layout.threads)
+    return _work(replace(settings, worker=k, workers=layout.workers), loaded)
+
+
+def _work(settings: SearchSettings, loaded: tuple[Source, TrainValSplit] | None = None) -> int:
+    """A worker's life: open the study (its own connection), run trials until the target."""
+    parent = supervisor_pid()
+    if parent is not None:
+        die_with_parent(parent)  # no orphan keeps training after its supervisor died
+    try:
+        run = settings.prepare(on_wait=_say_waiting, loaded=loaded)
+    except (UsageError, DataError) as exc:
+        return fail(PROG, str(exc), exc=exc)
+    _announce(run, None)
+    if count_finished(run.study) >= settings.n_trials:
+        return EXIT_OK
+    return _run_here(run)
+
+
 @stoppable(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the search; return the process exit status."""
     settings = parse_settings(argv)
     quiet_optuna()  # our own lines report each trial
     flush_denormals()  # before torch starts its thread pool, which inherits it
-    if settings.worker:  # before torch starts its thread pool
-        torch.set_num_threads(threads_per_worker(settings.workers))
-        parent = supervisor_pid()
-        if parent is not None:
-            die_with_parent(parent)  # no orphan keeps training after its supervisor died
+    if settings.worker:  # a fresh interpreter started by a supervisor that could not fork
+        # Before torch starts its thread pool.
+        torch.set_num_threads(threads_per_worker(int(settings.workers)))
+        return _work(settings)
+    own_threads = torch.get_num_threads()
+    if settings.workers != 1:
+        # Workers may be forked from this process: it keeps torch to one thread until then,
+        # since GNU OpenMP cannot run a thread pool in the child of a process that had one.
+        torch.set_num_threads(1)
     try:
         run = settings.prepare(on_wait=_say_waiting)
+        layout = resolve_workers(settings.workers, run.device.type,
+                                 settings.n_trials - count_finished(run.study))
     except (UsageError, DataError) as exc:
         return fail(PROG, str(exc), exc=exc)
-    _announce(run)
+    if layout.workers == 1:
+        torch.set_num_threads(own_threads)  # one process: every core, as torch sets it
+        layout = replace(layout, threads=own_threads)
+    _announce(run, layout)
     if count_finished(run.study) >= settings.n_trials:
-        if settings.worker:
-            return EXIT_OK
         print("The study already reached its target; raise --n-trials to run more.")
-    elif settings.workers > 1 and not settings.worker:
+    elif layout.workers > 1:
         # The supervisor claims its workers' threads; the workers claim nothing themselves.
-        claim_cores(PROG, run.device.type, settings.workers * threads_per_worker(settings.workers))
-        run.data = None  # each worker loads its own copy
-        status = _supervise(run, argv)
+        claim_cores(PROG, run.device.type, layout.workers * layout.threads)
+        status = _supervise(run, layout, argv)
         if status != EXIT_OK:
             return status
     else:
-        if not settings.worker:
-            claim_cores(PROG, run.device.type, torch.get_num_threads())
+        claim_cores(PROG, run.device.type, torch.get_num_threads())
         status = _run_here(run)
-        if status != EXIT_OK or settings.worker:
-            return status  # a worker's supervisor prints the summary
+        if status != EXIT_OK:
+            return status
     print(summary(run.study, run.location.shown, settings.study_name))
     return EXIT_OK
 

@@ -33,7 +33,7 @@ from tuning.study.storage_checks import check_existing, check_writable
 from tuning.training.device import resolve_device
 from tuning.training.objective import Objective
 from tuning.training.precision import DEFAULT_PRECISION, PRECISION_CHOICES, choose_precision
-from tuning.workers.cores import check_workers
+from tuning.workers.cores import AUTO, check_workers, workers_arg
 from tuning.workers.supervisor import WORKER_FLAG
 
 PROG = "python -m tuning.search"
@@ -57,7 +57,9 @@ class SearchSettings:
     split_seed: int = SPLIT_SEED
     precision: str = DEFAULT_PRECISION  # auto: bf16 where native (docs/decisions.md)
     space: str = "tutorial"  # a built-in space's name or a space file's path
-    workers: int = 1  # processes on this machine sharing the study; they split the CPU threads
+    # Processes on this machine sharing the study; they split the CPU threads. auto: as many as
+    # pay on this hardware (tuning.workers.cores.resolve_workers; docs/decisions.md).
+    workers: int | str = AUTO
     heartbeat: int = HEARTBEAT_S  # seconds between a running trial's heartbeats (databases)
     worker: int = 0  # set by --workers in each worker it starts (1..N); 0: not a worker
 
@@ -65,11 +67,13 @@ class SearchSettings:
         """Where the study lives (raises StudyError for a bad --storage)."""
         return Location.of(self.storage, self.study_name)
 
-    def prepare(self, on_wait: Callable[[str], None] | None = None) -> Prepared:
+    def prepare(self, on_wait: Callable[[str], None] | None = None,
+                loaded: tuple[Source, TrainValSplit] | None = None) -> Prepared:
         """Check every input, load the data, then create or resume the study (in that order).
 
         The command and ``tuning.api.search`` both start here. ``on_wait`` gets a line when
-        the study is being set up by another process right now.
+        the study is being set up by another process right now. ``loaded``: the data a
+        supervisor loaded before it forked this worker, used instead of reading it again.
 
         Raises:
             UsageError, DataError: bad input; nothing was written.
@@ -81,7 +85,8 @@ class SearchSettings:
         check_existing(location)
         check_writable(location)  # a read-only or full disk fails before training
         # Data first: a bad data folder must fail before any study file is created.
-        source, data = load_searched_split(self.data_dir, self.val_size, self.split_seed)
+        source, data = loaded or load_searched_split(self.data_dir, self.val_size,
+                                                     self.split_seed)
         storage = open_storage(location, heartbeat=self.heartbeat, write_ahead_log=True)
         record = StudyRecord(epochs=self.epochs, val_size=self.val_size,
                              split_seed=self.split_seed, train_size=len(data.train),
@@ -109,9 +114,11 @@ class SearchSettings:
                              f"got {self.precision!r}.")
         if self.val_size < 1:
             raise UsageError(f"--val-size must be at least 1, but got {self.val_size}.")
-        if self.workers < 1:
-            raise UsageError(f"--workers must be at least 1, but got {self.workers}.")
-        check_workers(self.workers)
+        if self.workers != AUTO:
+            if not isinstance(self.workers, int) or self.workers < 1:
+                raise UsageError(f"--workers must be at least 1 or auto, but got "
+                                 f"{self.workers!r}.")
+            check_workers(self.workers)
         if self.heartbeat < 1:
             raise UsageError(
                 f"--heartbeat must be at least 1 second, but got {self.heartbeat}."
@@ -160,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "resuming with another is refused")
     parser.add_argument("--seed", type=int, default=d.seed,
                         help="seeds the sampler and each trial's weights and shuffling: same "
-                        "seed, same machine, one worker -> same trials and values; a study "
+                        "seed, same machine and --workers 1 -> same trials and values (side "
+                        "by side, which trial gets which draw depends on timing); a study "
                         "records it, and resuming with another is refused")
     add_data_and_device_arguments(parser, d.data_dir, d.device)
     parser.add_argument("--val-size", type=int, default=d.val_size,
@@ -172,9 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "docs/decisions.md)",
     )
     parser.add_argument(
-        "--workers", type=int, default=d.workers,
-        help="worker processes on this machine, sharing the study and the CPU threads; "
-        "together they stop at --n-trials",
+        "--workers", type=workers_arg, default=d.workers, metavar="N|auto",
+        help="trials run side by side, each in a worker process sharing the study and the "
+        "CPU cores; together they stop at --n-trials. auto: one worker per CPU core with one "
+        "torch thread each (measured to train 1.5-1.7x the images per second of one process "
+        "on every core; docs/decisions.md), one process on a GPU. --workers 1 runs the "
+        "trials in this process, one at a time: the exact replay of a --seed needs it",
     )
     parser.add_argument(
         "--heartbeat", type=int, default=d.heartbeat,

@@ -29,6 +29,7 @@ from tuning.space.hyperparameters import Hyperparameters
 from tuning.study.errors import StudyError, UsageError
 from tuning.study.protocol import CONFIRM_PLAN_ATTR, StudyRecord, configuration, derive_seed
 from tuning.training.retrain import retrain_one, retrain_seeds
+from tuning.workers.cores import fork_is_safe
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,25 @@ def use(data: TrainValSplit, device: torch.device, precision: str = "fp32") -> N
     warm_up_optimizers()
 
 
-def _start_worker(data_dir: Path, val_size: int, split_seed: int, precision: str) -> None:
-    # Ctrl-C is the parent's to handle: it keeps what is recorded and stops the pool.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    flush_denormals()
-    torch.set_num_threads(1)  # the machine's threads are shared out between the workers
+def _start_worker(data_dir: Path, val_size: int, split_seed: int, precision: str,
+                  threads: int) -> None:
+    """A fresh worker process (spawned): its threads, then the split read from disk."""
+    _start_forked(threads)
     use(load_searched_split(data_dir, val_size, split_seed, download=False)[1],
         torch.device("cpu"), precision)
+
+
+def _start_forked(threads: int) -> None:
+    """A worker process (forked: it has this process's data already): its threads."""
+    # Ctrl-C is the parent's to handle: it keeps what is recorded and stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The pool ends its workers with SIGTERM. A fork inherits the tool's handler, which would
+    # raise inside the pool's own code (holding its queue's lock) instead of ending the worker.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    flush_denormals()
+    torch.set_num_threads(threads)  # the machine's cores are shared out between the workers
 
 
 def _run(job: list[Task]) -> list[Run]:
@@ -151,20 +164,27 @@ def _run(job: list[Task]) -> list[Run]:
 
 
 def run_all(tasks: list[Task], workers: int, data_dir: Path, record: StudyRecord,
-            precision: str = "fp32", stacked: bool = False) -> Iterator[Run]:
+            precision: str = "fp32", stacked: bool = False, *, threads: int = 1,
+            data: TrainValSplit | None = None) -> Iterator[Run]:
     """Run ``tasks`` here (data set by ``use``) or in ``workers`` processes, as they end.
 
     With ``stacked``, a configuration's seeds train together as one model (``retrain_seeds``)
-    and end together. Each worker process loads the split from ``data_dir`` itself and trains
-    with one torch thread, so the machine's cores are shared out between them.
+    and end together. Each worker process trains with ``threads`` torch threads (the cores
+    shared out between them). Workers are forked with ``data`` (loaded once, here) where a fork
+    is safe (``fork_is_safe``); otherwise each is a fresh process that reads the split from
+    ``data_dir`` itself.
     """
     todo = jobs(tasks, stacked)
     if workers == 1:
         for job in todo:
             yield from _run(job)
         return
-    init = (data_dir, record.val_size, record.split_seed, precision)
-    pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, init)
+    if data is not None and fork_is_safe(threads):
+        use(data, torch.device("cpu"), precision)  # the workers inherit it
+        pool = multiprocessing.get_context("fork").Pool(workers, _start_forked, (threads,))
+    else:
+        init = (data_dir, record.val_size, record.split_seed, precision, threads)
+        pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, init)
     try:
         for runs in pool.imap_unordered(_run, todo):
             yield from runs

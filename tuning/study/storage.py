@@ -261,3 +261,15 @@ def _use_write_ahead_log(path: Path) -> bool:
     except sqlite3.Error:
         return False
     return str(mode).lower() == "wal"
+
+
+def release_connections(storage: optuna.storages.BaseStorage) -> None:
+    """Close the storage's pooled database connections; the pool opens new ones when needed.
+
+    Called before forking workers: a database connection (a SQLite file's locks, a server's
+    socket) must not be shared by two processes, so none is inherited, and each worker opens
+    its own.
+    """
+    engine = getattr(getattr(storage, "_backend", storage), "engine", None)
+    if engine is not None:
+        engine.dispose()

@@ -16,10 +16,12 @@ threads it uses. The check only warns: results do not depend on it.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -40,7 +42,7 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
-def check_workers(workers: int) -> None:
+def check_workers(workers: int, cores: int | None = None) -> None:
     """Refuse more worker processes than this process has cores.
 
     Each worker is a process that imports torch and loads the data (0.5-1.5 GB of memory); on
@@ -49,7 +51,7 @@ def check_workers(workers: int) -> None:
     Raises:
         UsageError: ``workers`` exceeds the cores, with what to use instead.
     """
-    cores = cpu_cores()
+    cores = cores or cpu_cores()
     if workers > cores:
         raise UsageError(
             f"--workers {workers} is more than the {cores} CPU core(s) this process may use: "
@@ -59,9 +61,111 @@ def check_workers(workers: int) -> None:
         )
 
 
-def threads_per_worker(workers: int) -> int:
-    """Torch threads for each of ``workers`` processes: the cores split evenly, at least 1."""
-    return max(1, cpu_cores() // workers)
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``workers`` processes that train at once: the cores split
+    evenly, at least 1. Every tool that trains follows it (one process: every core)."""
+    return max(1, (cores or cpu_cores()) // workers)
+
+
+def fork_is_safe(threads: int) -> bool:
+    """Whether workers of ``threads`` torch threads each may be forked from this process.
+
+    GNU OpenMP (torch's thread pool on Linux) hangs in the child of a process whose pool had
+    started threads, unless the child keeps to one thread. A pool's threads are native: this
+    process has more threads than Python knows of (/proc/self/task) once one started. No fork
+    where there is no fork or no /proc to ask.
+    """
+    if not hasattr(os, "fork"):
+        return False
+    if threads == 1:
+        return True
+    try:
+        native = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return False
+    return native <= threading.active_count()
+
+
+AUTO = "auto"  # --workers auto: as many trials side by side as pays on this hardware
+# What one more worker costs in memory beyond what forked workers share (the data, torch's
+# code): its network, optimizer, batches and allocator, 0.2-0.4 GB measured by
+# benchmarks.workers (docs/performance.md). Auto starts no more workers than the memory
+# available holds at this much each, with room to spare.
+WORKER_MEMORY_BYTES = 1 << 30
+
+
+def workers_arg(text: str) -> int | str:
+    """``--workers``' type: ``auto`` or a whole number (checked later, with the remedy)."""
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a whole number of processes, but got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a tool's trials or runs share the machine."""
+
+    workers: int  # processes training at once
+    threads: int  # torch threads of each
+    reason: str  # why, in a few words for the tool's first lines
+
+    def describe(self) -> str:
+        """E.g. '2 workers x 1 torch thread (auto: one per CPU core)'."""
+        processes = "1 process" if self.workers == 1 else f"{self.workers} workers"
+        plural = "s" if self.threads > 1 else ""
+        return f"{processes} x {self.threads} torch thread{plural} ({self.reason})"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes (Linux's MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def resolve_workers(requested: int | str, device_type: str, remaining: int | None = None,
+                    *, cores: int | None = None, memory: int | None = None) -> Layout:
+    """The processes and threads of ``--workers requested`` on this hardware.
+
+    The rule (docs/decisions.md#trials-side-by-side): on a CPU, ``auto`` runs one worker per
+    core with one torch thread each, because two one-thread processes trained 1.5-1.7x the
+    images per second of one two-thread process at every batch size of the space; on a GPU
+    it runs one process (trials sharing one GPU were not measured). Never more workers than
+    ``remaining`` trials, nor than the memory holds at ``WORKER_MEMORY_BYTES`` each. An
+    explicit number is checked against the cores (``check_workers``) and split the cores
+    evenly. One process uses every core.
+
+    Raises:
+        UsageError: a number below 1 or above the cores.
+    """
+    cores = cores or cpu_cores()
+    if requested == AUTO:
+        if device_type != "cpu":
+            workers, reason = 1, f"auto: one process drives the {device_type} device"
+        else:
+            memory = memory if memory is not None else available_memory()
+            fits = cores if memory is None else max(1, memory // WORKER_MEMORY_BYTES)
+            workers = min(cores, fits)
+            reason = ("auto: one per CPU core" if workers == cores else
+                      f"auto: {workers} of {cores} cores, as many as the free memory holds")
+    else:
+        workers = int(requested)
+        if workers < 1:
+            raise UsageError(f"--workers must be at least 1 or auto, but got {workers}.")
+        check_workers(workers, cores)
+        reason = f"--workers {workers}"
+    if remaining is not None and 0 < remaining < workers:
+        workers, reason = remaining, f"{reason}; {remaining} trial(s) left to run"
+    return Layout(workers, threads_per_worker(workers, cores), reason)
 
 
 @dataclass(frozen=True)

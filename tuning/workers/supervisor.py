@@ -1,20 +1,26 @@
 """The --workers supervisor: N worker processes on one study, their output, their end.
 
 ``supervise`` starts the worker processes of one machine, prefixes their lines with
-``[w1]``, ``[w2]``, ... and passes Ctrl-C, SIGTERM and SIGHUP on to them.
+``[w1]``, ``[w2]``, ... and passes Ctrl-C, SIGTERM and SIGHUP on to them. A worker is either a
+fork of the supervisor (``Forked``: it starts at once with the data the supervisor loaded and
+the modules it imported) or a fresh interpreter running a command (``subprocess.Popen``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Protocol
 
 from tuning.workers.signals import STOP_SIGNALS, SUPERVISOR_ENV, Stopped, exit_status
 
@@ -39,6 +45,118 @@ def without_flag(argv: Sequence[str], flag: str) -> list[str]:
         else:
             kept.append(arg)
     return kept
+
+
+class Process(Protocol):
+    """What the supervisor needs of a worker process: ``subprocess.Popen`` has it all."""
+
+    pid: int
+    returncode: int | None
+    stdout: IO[str] | None
+    stderr: IO[str] | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
+class Forked:
+    """A worker forked from this process, running ``work()`` and exiting with what it returns.
+
+    It shares the memory of everything this process loaded before the fork (copy on write), so
+    it skips the start-up a fresh interpreter pays: importing torch, reading the data. The
+    caller makes the fork safe: no database connection open in this process (each worker opens
+    its own) and no thread pool of torch's started with more than one thread (GNU OpenMP cannot
+    run a pool in the child of a process that had one). The child writes to pipes read here,
+    as a subprocess's would be, in a session of its own, and leaves with ``os._exit``: nothing
+    of this process's (its atexit handlers, its connections' finalisers) runs twice.
+    """
+
+    def __init__(self, work: Callable[[], int], env: Mapping[str, str]) -> None:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or the child writes this process's buffered lines again
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            os.close(out_r)
+            os.close(err_r)
+            _child(work, env, out_w, err_w)
+        os.close(out_w)
+        os.close(err_w)
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdout: IO[str] | None = open(out_r, encoding="utf-8", errors="replace")  # noqa: SIM115
+        self.stderr: IO[str] | None = open(err_r, encoding="utf-8", errors="replace")  # noqa: SIM115
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)  # -N: killed by signal N
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            # It may have ended a moment ago: the next poll collects it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _child(work: Callable[[], int], env: Mapping[str, str], out: int, err: int) -> None:
+    """Run a forked worker's ``work`` with its output on the pipes ``out``/``err``; exit."""
+    status = 1
+    try:
+        os.setsid()  # a Ctrl-C at the terminal reaches the supervisor only, which passes it on
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.close(out)
+        os.close(err)
+        # New streams on the pipes: the inherited ones may be a test's capture, or locked by a
+        # thread of the supervisor that does not exist here.
+        old = (sys.stdout, sys.stderr)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True)
+        _redirect_log_handlers(old, (sys.stdout, sys.stderr))
+        os.environ.update(env)
+        status = work()
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt as exc:  # a stop before the worker could catch it: no traceback
+        status = exit_status(exc)
+    except BaseException:  # whatever it was, the worker says so and exits
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+
+
+def _redirect_log_handlers(old: tuple[IO[str], IO[str]], new: tuple[IO[str], IO[str]]) -> None:
+    """Point logging handlers (Optuna's among them) that wrote to ``old`` streams at ``new``."""
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict
+                                      .values() if isinstance(logger, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                for before, after in zip(old, new, strict=True):
+                    if handler.stream is before:
+                        handler.setStream(after)
 
 
 @dataclass(frozen=True)
@@ -79,7 +197,7 @@ def _relay(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock) -> 
 
 
 def supervise(
-    command: Sequence[str],
+    start: Sequence[str] | Callable[[int, Mapping[str, str]], Process],
     workers: int,
     *,
     out: IO[str] | None = None,
@@ -87,7 +205,12 @@ def supervise(
     on_exit: Callable[[WorkerExit], None] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Supervision:
-    """Run ``workers`` copies of ``command`` plus ``--worker k`` and wait for all of them.
+    """Start ``workers`` workers and wait for all of them.
+
+    ``start`` is a command, run plus ``--worker k`` for worker k, or a function that starts
+    worker k with an environment (e.g. as a ``Forked`` process). Every worker is started
+    before any of their output is read: a fork then copies no thread of this process's but
+    its own.
 
     Each worker's stdout and stderr lines are written to ``out`` and ``err`` (default: this
     process's) prefixed ``[wk] ``. The workers run in their own process group, so a Ctrl-C
@@ -107,16 +230,22 @@ def supervise(
     env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1",
            SUPERVISOR_ENV: str(os.getpid())}
     lock = threading.Lock()
-    procs: list[subprocess.Popen] = []
+    procs: list[Process] = []
     relays: list[threading.Thread] = []
     result = Supervision()
+
+    def popen(k: int, env: Mapping[str, str]) -> Process:
+        assert not callable(start)
+        return subprocess.Popen(
+            [*start, WORKER_FLAG, str(k)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env, start_new_session=True,
+        )
+
+    starter = start if callable(start) else popen
     try:
         for k in range(1, workers + 1):
-            proc = subprocess.Popen(
-                [*command, WORKER_FLAG, str(k)], stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
-            )
-            procs.append(proc)
+            procs.append(starter(k, env))
+        for k, proc in enumerate(procs, start=1):
             for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
                 relay = threading.Thread(target=_relay, args=(stream, f"[w{k}] ", sink, lock),
                                          daemon=True)
@@ -125,10 +254,10 @@ def supervise(
         pending = dict(enumerate(procs, start=1))
         while pending:
             for k, proc in list(pending.items()):
-                if proc.poll() is not None:
+                if (status := proc.poll()) is not None:
                     del pending[k]
-                    result.exits.append(WorkerExit(k, proc.pid, proc.returncode))
-                    if proc.returncode != 0 and on_exit is not None:
+                    result.exits.append(WorkerExit(k, proc.pid, status))
+                    if status != 0 and on_exit is not None:
                         on_exit(result.exits[-1])
             time.sleep(POLL_S)
     except KeyboardInterrupt as exc:
@@ -152,7 +281,7 @@ def supervise(
     return result
 
 
-def _interrupt(procs: list[subprocess.Popen], result: Supervision, signum: int) -> None:
+def _interrupt(procs: list[Process], result: Supervision, signum: int) -> None:
     done = {e.index for e in result.exits}
     live = [(k, p) for k, p in enumerate(procs, start=1) if k not in done]
     for _, proc in live:
@@ -161,8 +290,8 @@ def _interrupt(procs: list[subprocess.Popen], result: Supervision, signum: int) 
     deadline = time.monotonic() + INTERRUPT_WAIT_S
     for k, proc in live:
         try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
-        result.exits.append(WorkerExit(k, proc.pid, proc.returncode))
+            status = proc.wait()
+        result.exits.append(WorkerExit(k, proc.pid, status))
