@@ -148,7 +148,8 @@ def run(url: str, args: argparse.Namespace, *, chaos: bool, logs: Path) -> Outco
     command = [sys.executable, "-m", "tuning.search", "--storage", url, "--study-name", name,
                "--n-trials", str(args.trials), "--epochs", str(args.epochs), "--sampler",
                "random", "--heartbeat", str(args.heartbeat), "--data-dir", str(args.data_dir),
-               "--val-size", str(args.val_size), "--pruner", "none"]
+               "--val-size", str(args.val_size), "--pruner", "none",
+               "--workers", "1"]  # each process one trial at a time: the driver kills processes
     fleet = Fleet(command, args.processes, logs)
     try:
         rng = random.Random(args.seed)

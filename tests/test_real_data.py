@@ -43,7 +43,8 @@ def test_a_two_trial_one_epoch_study_on_the_real_data(tmp_path, source):
     # 3,125 steps) was most of this test's time. The tutorial's trial comes second (the last
     # of a 2-trial search) and scores 0.42; the pruner may stop it, after its one epoch.
     result = run_main("tuning.search", "--storage", url, "--data-dir", str(source.folder),
-                      "--n-trials", "2", "--epochs", "1", "--seed", "34", cwd=tmp_path)
+                      "--n-trials", "2", "--epochs", "1", "--seed", "34", "--workers", "1",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "50000 train / 10000 validation" in result.stdout
     study = optuna.load_study(study_name="fashion-mnist", storage=url)

@@ -90,7 +90,7 @@ def test_same_seed_same_trials_and_values(tmp_path, idx_dir):
     runs = []
     for db in ("a.db", "b.db"):
         result = _search(tmp_path, idx_dir, "--n-trials", "4", "--epochs", "2", "--seed", "7",
-                         "--sampler", "random", db=db)
+                         "--sampler", "random", "--workers", "1", db=db)
         assert result.returncode == 0, result.stderr
         runs.append([(t.params, t.value, t.state) for t in _load(tmp_path, db).trials])
     assert runs[0] == runs[1]

@@ -28,6 +28,7 @@ from tests.conftest import ROOT, run_main
 from tests.test_secrets import TOOLS, hidden, tiny
 from tuning.study import reconnect
 from tuning.study.secrets import STORAGE_ENV
+from tuning.workers.cores import FRESH_ENV
 
 pytestmark = [pytest.mark.postgres]
 PASSWORD = f"Pg-{uuid.uuid4().hex[:10]}@x%"  # needs percent-encoding in a URL
@@ -146,13 +147,15 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.e2e
-def test_workers_get_the_url_in_their_environment_not_their_argument_lists(
+def test_fresh_workers_get_the_url_in_their_environment_not_their_argument_lists(
         server: pgserver.Server, work: Path, idx_dir: Path) -> None:
+    # Workers that are fresh interpreters (not forks): the supervisor writes their command lines.
     url = server.url_with(PASSWORD)
     command = [sys.executable, "-m", "tuning.search", "--storage", url, "--study-name", "ps",
                "--data-dir", str(idx_dir), *TINY, "--n-trials", "4", "--epochs", "400",
                "--workers", "2"]
-    proc = subprocess.Popen(command, cwd=work, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    env = {**os.environ, "PYTHONPATH": str(ROOT), FRESH_ENV: "1"}
+    proc = subprocess.Popen(command, cwd=work, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -171,6 +174,32 @@ def test_workers_get_the_url_in_their_environment_not_their_argument_lists(
         out, err = proc.communicate(timeout=120)
     hidden(PASSWORD, out, err)
     assert "postgres:***@" in err, err  # the stop message names where the trials are kept
+
+
+@pytest.mark.e2e
+def test_forked_workers_show_no_password_the_command_did_not(
+        server: pgserver.Server, work: Path, idx_dir: Path) -> None:
+    # The default: workers forked from the supervisor have its command line, and no other.
+    url = server.url_with(PASSWORD)
+    command = [sys.executable, "-m", "tuning.search", "--study-name", "ps", "--data-dir",
+               str(idx_dir), *TINY, "--n-trials", "4", "--epochs", "400", "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), STORAGE_ENV: url}
+    proc = subprocess.Popen(command, cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children(proc.pid)) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.2)
+        own = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        for pid in workers:
+            assert Path(f"/proc/{pid}/cmdline").read_bytes() == own
+            hidden(PASSWORD, own.replace(b"\0", b" ").decode())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    hidden(PASSWORD, out, err)
 
 
 @pytest.mark.faults

@@ -17,11 +17,12 @@ import pytest
 from optuna.trial import TrialState
 
 import tuning.cli.search_settings
-from tests.conftest import ROOT, run_main
+from tests.conftest import ROOT, run_cli, run_main
 from tuning.study.errors import UsageError
 from tuning.study.protocol import CONFIRM_RUNS_PREFIX
 from tuning.workers.cores import (
     AUTO,
+    FRESH_ENV,
     WORKER_MEMORY_BYTES,
     cpu_cores,
     fork_is_safe,
@@ -148,3 +149,18 @@ def test_confirm_runs_side_by_side_by_default(tmp_path, searched):
     runs = [run for key, value in attrs.items() if key.startswith(CONFIRM_RUNS_PREFIX)
             for run in value["runs"]]
     assert len(runs) == 2 and {run["torch_threads"] for run in runs} == {1}
+
+
+@pytest.mark.e2e
+def test_fresh_interpreters_as_workers_finish_exactly_at_the_target(tmp_path, idx_dir):
+    # Where a fork is not safe (or $FASHION_TUNE_FRESH_WORKERS says so), each worker is a new
+    # `python -m tuning.search --worker k` that reads the data itself.
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    result = run_cli("tuning.search", "--storage", storage, "--data-dir", str(idx_dir),
+                     "--val-size", "100", "--n-trials", "5", "--epochs", "1", "--workers", "2",
+                     cwd=tmp_path, env={FRESH_ENV: "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    trials = optuna.load_study(study_name="fashion-mnist", storage=storage).trials
+    assert len(trials) == 5 and all(t.state in FINISHED for t in trials)
+    assert "[w1] worker 1 of 2" in result.stdout and "[w2] worker 2 of 2" in result.stdout
+    assert "Data: 500 train" in result.stdout  # the supervisor's line, once

@@ -51,7 +51,8 @@ def test_the_tutorial_space_keeps_todays_trials(tmp_path, idx_dir, space):
         copy = tmp_path / "mine.toml"
         copy.write_text("# my copy\n" + builtin_path("tutorial").read_text())
         args = ("--space", str(copy))
-    result, url = _search(tmp_path, idx_dir, "--n-trials", "6", "--pruner", "none", *args)
+    result, url = _search(tmp_path, idx_dir, "--n-trials", "6", "--pruner", "none",
+                          "--workers", "1", *args)
     assert result.returncode == 0, result.stderr
     trials = optuna.load_study(study_name=STUDY, storage=url).trials
     assert [t.params for t in trials] == [params for params, _, _ in TUTORIAL_TRIALS]

@@ -139,7 +139,7 @@ def test_a_log_file_that_is_not_a_journal_is_left_untouched(tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["--workers", "0"], "--workers must be at least 1"),
     (["--heartbeat", "0"], "--heartbeat must be at least 1 second"),
-    (["--workers", "two"], "invalid int value"),
+    (["--workers", "two"], "expected 'auto' or a whole number of processes"),
 ])
 def test_bad_worker_flags_get_one_line_and_no_study_file(tmp_path, idx_dir, args, expected):
     result = run_main("tuning.search", "--data-dir", str(idx_dir), *args, cwd=tmp_path)

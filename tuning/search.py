@@ -143,9 +143,14 @@ def _supervise(run: Prepared, layout: Layout, argv: Sequence[str] | None) -> int
         interrupted(run.study, settings.n_trials, run.location.shown, layout.workers,
                     stop_reason(outcome.interrupted))
         return exit_status(outcome.interrupted)
-    finished = count_finished(run.study)
+    failed = "; ".join(w.describe() for w in outcome.failed) or "no worker failed"
+    try:
+        finished = count_finished(run.study)
+    except Exception as exc:  # the storage went away while the workers ran (they said so)
+        return fail(PROG, f"the workers stopped ({failed}) and the study cannot be read now: "
+                    f"{exc}. Their output above says why; run the same command again once "
+                    f"{run.location.shown} answers.", status=EXIT_FAILED, exc=exc)
     if finished < settings.n_trials:
-        failed = "; ".join(w.describe() for w in outcome.failed) or "no worker failed"
         return fail(
             PROG,
             f"the workers stopped with {finished} of {settings.n_trials} trials finished "

@@ -67,15 +67,20 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or cpu_cores()) // workers)
 
 
+# Set (to anything but 0): workers start as fresh interpreters, never forked, each importing
+# torch and reading the data itself; for a platform where forking misbehaves.
+FRESH_ENV = "FASHION_TUNE_FRESH_WORKERS"
+
+
 def fork_is_safe(threads: int) -> bool:
     """Whether workers of ``threads`` torch threads each may be forked from this process.
 
     GNU OpenMP (torch's thread pool on Linux) hangs in the child of a process whose pool had
     started threads, unless the child keeps to one thread. A pool's threads are native: this
     process has more threads than Python knows of (/proc/self/task) once one started. No fork
-    where there is no fork or no /proc to ask.
+    where there is no fork or no /proc to ask, or where ``$FASHION_TUNE_FRESH_WORKERS`` says so.
     """
-    if not hasattr(os, "fork"):
+    if not hasattr(os, "fork") or os.environ.get(FRESH_ENV, "0") != "0":
         return False
     if threads == 1:
         return True
