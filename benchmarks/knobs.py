@@ -31,13 +31,14 @@ from tuning.space.hyperparameters import KNOBS, Hyperparameters, describe
 from tuning.study.errors import UsageError
 from tuning.study.protocol import EPOCHS, SPLIT_SEED, VAL_SIZE
 from tuning.training.retrain import Diverged, retrain
+from tuning.workers.cores import threads_per_worker
 
 _split: TrainValSplit | None = None  # each worker process loads the split once
 
 
-def _load(data_dir: Path, val_size: int) -> None:
+def _load(data_dir: Path, val_size: int, threads: int) -> None:
     global _split
-    torch.set_num_threads(1)  # one thread per worker, as the search's processes run
+    torch.set_num_threads(threads)  # the search's rule: the cores split among the workers
     flush_denormals()
     _split = load_searched_split(data_dir, val_size, SPLIT_SEED)[1]
 
@@ -68,13 +69,14 @@ def _run_all(jobs: list[tuple[int, int, bool]], variants: tuple[list[Hyperparame
         print(f"[{len(finished):>2}/{len(jobs)}] config {i} seed {seed} "
               f"{side} val acc {accuracy:.4f}", flush=True)
 
+    threads = threads_per_worker(args.workers)
     if args.workers == 1:
-        _load(args.data_dir, args.val_size)
+        _load(args.data_dir, args.val_size, threads)
         for k, (i, seed, changed) in enumerate(jobs):
             done(k, _run(variants[changed][i], seed, args.epochs, args.precision))
         return accuracies
     with ProcessPoolExecutor(args.workers, initializer=_load,
-                             initargs=(args.data_dir, args.val_size)) as pool:
+                             initargs=(args.data_dir, args.val_size, threads)) as pool:
         futures = {pool.submit(_run, variants[changed][i], seed, args.epochs, args.precision): k
                    for k, (i, seed, changed) in enumerate(jobs)}
         for future in as_completed(futures):
@@ -120,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16",
                         help="bf16 as the search trains where the CPU has it")
     parser.add_argument("--workers", type=int, default=2,
-                        help="processes, one torch thread each (1: in this process)")
+                        help="processes, the cores split between them (1: in this process)")
     parser.add_argument("--min-gain", type=float, default=0.0015,
                         help="the mean gain in validation accuracy the change must reach")
     parser.add_argument("--min-share", type=float, default=2 / 3,

@@ -45,6 +45,7 @@ from tuning.study.lifecycle import DEFAULT_STUDY_NAME, load_study
 from tuning.study.protocol import EPOCHS, SPLIT_SEED, VAL_SIZE, derive_seed
 from tuning.study.storage import Location
 from tuning.training.retrain import TRAIN_ON, retrain
+from tuning.workers.cores import threads_per_worker
 
 INNER_SPLIT_SEED = 1  # the inner 40,000 / 10,000 split; the search's own split uses seed 0
 MARGIN_IN_SE = 2.0  # train+val must beat train by this many standard errors to be the default
@@ -170,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seeds = [derive_seed(args.seed, k) for k in range(args.seeds)]
     tasks = [(i, params, seed, train_on, epochs)
              for i, params in enumerate(configs) for seed in seeds for train_on in TRAIN_ON]
-    threads = 1 if args.workers > 1 else torch.get_num_threads()
+    # The search's rule: the cores split among the processes (one: torch's own, every core).
+    threads = threads_per_worker(args.workers) if args.workers > 1 else torch.get_num_threads()
     sides = " / ".join(TRAIN_ON)
     print(f"{len(configs)} configuration(s) x {len(seeds)} seed(s) x {sides}, {epochs} epochs "
           f"each; {args.workers} process(es) x {threads} torch thread(s)", flush=True)

@@ -36,7 +36,7 @@ import optuna
 
 from model.data import DEFAULT_DATA_DIR
 from model.kernels import cpu_name
-from tuning.space.hyperparameters import BATCH_SIZES, OPTIMIZER_NAMES, TUTORIAL
+from tuning.space.hyperparameters import BATCH_SIZES, TUTORIAL, TUTORIAL_OPTIMIZERS
 from tuning.study.lifecycle import FINISHED, create_or_resume
 from tuning.study.protocol import StudyRecord
 from tuning.study.storage import Location, open_storage
@@ -115,7 +115,7 @@ def configurations(n: int) -> list[dict]:
     """``n`` fixed configurations, cycling batch sizes, optimizers and learning rates."""
     return [
         {"lr": LRS[i % len(LRS)], "batch_size": FAST_BATCHES[i % len(FAST_BATCHES)],
-         "optimizer": OPTIMIZER_NAMES[(i // len(FAST_BATCHES)) % len(OPTIMIZER_NAMES)]}
+         "optimizer": TUTORIAL_OPTIMIZERS[(i // len(FAST_BATCHES)) % len(TUTORIAL_OPTIMIZERS)]}
         for i in range(n)
     ]
 

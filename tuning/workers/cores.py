@@ -93,7 +93,7 @@ def fork_is_safe(threads: int) -> bool:
 
 AUTO = "auto"  # --workers auto: as many trials side by side as pays on this hardware
 # What one more worker costs in memory beyond what forked workers share (the data, torch's
-# code): its network, optimizer, batches and allocator, 0.2-0.4 GB measured by
+# code): its network, optimizer, batches and allocator, 0.3-0.6 GB measured by
 # benchmarks.workers (docs/performance.md). Auto starts no more workers than the memory
 # available holds at this much each, with room to spare.
 WORKER_MEMORY_BYTES = 1 << 30
