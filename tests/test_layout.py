@@ -17,10 +17,11 @@ import pytest
 from tests.conftest import ROOT
 
 TUNING = ROOT / "tuning"
-COMMANDS = ("search", "confirm", "export", "train", "report", "dashboard", "spacetool", "whatif")
+COMMANDS = ("search", "confirm", "export", "train", "report", "dashboard", "spacetool", "whatif",
+            "proxy")
 PACKAGES = ("cli", "study", "space", "training", "workers", "results")
 LIBRARY = ("study", "space", "training", "workers", "results")
-READ_ONLY = ("export", "report", "dashboard", "spacetool", "whatif")  # never load torch
+READ_ONLY = ("export", "report", "dashboard", "spacetool", "whatif", "proxy")  # never load torch
 API = "api"  # tuning/api.py: the Python API, on the library beside the commands
 MAX_LINES = 300  # one concept a module (shared design notes)
 

@@ -121,7 +121,8 @@ def _supervise(run: Prepared, layout: Layout, argv: Sequence[str] | None) -> int
     def warn(worker: WorkerExit) -> None:
         print(f"{PROG}: warning: {worker.describe()}.", file=sys.stderr, flush=True)
 
-    if fork_is_safe(layout.threads):
+    # A gRPC channel (a storage proxy's client) does not survive a fork: fresh workers then.
+    if fork_is_safe(layout.threads) and run.location.kind != "proxy":
         assert run.data is not None
         loaded = (run.source, run.data)
         warm_up_optimizers()  # imported once here, not once per worker

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from tuning.results.artifacts import Published
+from tuning.study.grpc_proxy import PROXY_SCHEME
 from tuning.study.secrets import masked
 
 
@@ -18,10 +19,18 @@ def artifacts_line(published: list[Published], folder: Path, storage_url: str) -
             f"unchanged); browse: {dashboard_command(storage_url, folder)}")
 
 
-def dashboard_command(storage_url: str, folder: Path) -> str:
-    """optuna-dashboard started by hand on ``storage_url`` (password masked), with its store."""
-    return (f"optuna-dashboard {shlex.quote(masked(storage_url))} "
-            f"--artifact-dir {shlex.quote(str(folder))}")
+def dashboard_command(storage_url: str, folder: Path, study_name: str | None = None) -> str:
+    """optuna-dashboard started by hand on ``storage_url`` (password masked), with its store.
+
+    A storage proxy (``grpc://``), which optuna-dashboard's command does not open, is served
+    by ``python -m tuning.dashboard`` (``study_name``: the study it opens).
+    """
+    shown = shlex.quote(masked(storage_url))
+    if storage_url.startswith(PROXY_SCHEME):
+        name = f" --study-name {shlex.quote(study_name)}" if study_name else ""
+        return (f"python -m tuning.dashboard --storage {shown}{name} "
+                f"--artifact-dir {shlex.quote(str(folder))}")
+    return f"optuna-dashboard {shown} --artifact-dir {shlex.quote(str(folder))}"
 
 
 def add_upload_arguments(parser: argparse.ArgumentParser, what: str) -> None:

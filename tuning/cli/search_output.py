@@ -120,7 +120,8 @@ def next_steps(storage_url: str, study_name: str) -> list[str]:
         (f"python -m tuning.export {study}", f"{config} and the trials as CSV"),
         (f"python -m tuning.train --config {config}{storage}", "train, then test once"),
         (f"python -m tuning.report {study}", "pictures and index.html"),
-        (dashboard_command(storage_url, artifacts), "browse it: http://127.0.0.1:8080/"),
+        (dashboard_command(storage_url, artifacts, study_name),
+         "browse it: http://127.0.0.1:8080/"),
     ]
     width = max(len(command) for command, _ in steps)
     return ["Next steps (paste into a shell, one line at a time or all):",

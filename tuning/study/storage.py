@@ -1,9 +1,11 @@
 """Where a study lives: a storage URL parsed once into a ``Location``, and opening it.
 
-Three kinds of storage: a SQLite file (the default, ``studies/<study>.db``), an Optuna journal
-file (a path ending in ``.log``, for file systems that several machines mount) and a database
-server (PostgreSQL, MySQL: any URL SQLAlchemy and Optuna accept). ``tuning.study.storage_checks``
-checks a location before anything is written to it.
+Four kinds of storage: a SQLite file (the default, ``studies/<study>.db``), an Optuna journal
+file (a path ending in ``.log``, for file systems that several machines mount), a database
+server (PostgreSQL, MySQL: any URL SQLAlchemy and Optuna accept) and Optuna's gRPC storage
+proxy in front of any of them (``grpc://HOST:PORT``, started by ``python -m tuning.proxy``),
+which lets hundreds of workers share a study without a database connection each.
+``tuning.study.storage_checks`` checks a location before anything is written to it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sqlalchemy.exc import (
 )
 
 from tuning.study.errors import StudyError
+from tuning.study.grpc_proxy import PROXY_SCHEME, open_proxy, proxy_address
 from tuning.study.names import check_file_name
 from tuning.study.reconnect import PatientRDBStorage, connect_patiently
 from tuning.study.secrets import masked, remember, scrub, storage_from
@@ -52,7 +55,8 @@ _DRIVER_PACKAGES = {
     "mysqlconnector": "mysql-connector-python",
 }
 _URL_EXAMPLES = (
-    "sqlite:///studies/NAME.db, postgresql+psycopg://USER@HOST/DB or studies/NAME.log (journal)"
+    "sqlite:///studies/NAME.db, postgresql+psycopg://USER@HOST/DB, studies/NAME.log (journal) "
+    "or grpc://HOST:PORT (a storage proxy)"
 )
 
 
@@ -61,8 +65,8 @@ class Location:
     """A storage URL, checked and classified once."""
 
     url: str = field(repr=False)  # as given (or the default), to connect with; shown: ``shown``
-    kind: Literal["sqlite", "journal", "server"]
-    path: Path | None  # the file of a SQLite or journal storage; None for a server
+    kind: Literal["sqlite", "journal", "server", "proxy"]
+    path: Path | None  # the file of a SQLite or journal storage; None for a server or proxy
     driver: str = ""  # SQLAlchemy's driver name (a server's, e.g. "psycopg")
 
     @classmethod
@@ -75,6 +79,9 @@ class Location:
         remember(url)  # its password, if any, is scrubbed from every message from now on
         if "://" not in url and url.endswith(JOURNAL_SUFFIX):
             return cls(url, "journal", Path(url))
+        if url.startswith(PROXY_SCHEME):
+            proxy_address(url)  # raises for a malformed address
+            return cls(url, "proxy", None, "grpc")
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError):  # ValueError: e.g. a port that is no number
@@ -137,6 +144,8 @@ def open_storage(
     Raises:
         StudyError: the storage cannot be opened (driver missing, server down, ...).
     """
+    if location.kind == "proxy":
+        return open_proxy(location.url)
     if location.kind == "journal":
         assert location.path is not None
         try:
@@ -273,3 +282,4 @@ def release_connections(storage: optuna.storages.BaseStorage) -> None:
     engine = getattr(getattr(storage, "_backend", storage), "engine", None)
     if engine is not None:
         engine.dispose()
+
