@@ -13,6 +13,11 @@ more commit every 10 s while a trial runs, is left out: it is the same in both m
     python -m benchmarks.storage              # 5 rounds x 40 epochs per mode
     python -m benchmarks.storage --quick      # 2 rounds x 10 epochs
 
+With ``--clients``, it measures instead how each storage holds up under many workers at once
+(``benchmarks/storage_clients.py``): SQLite, PostgreSQL and Optuna's gRPC proxy in front of it,
+
+    python -m benchmarks.storage --clients 1 8 32 128
+
 Divide the milliseconds by an epoch's seconds (docs/performance.md: about 2 s at batch 64
 with 2 threads here) for the storage's share of trial time.
 """
@@ -28,6 +33,7 @@ from pathlib import Path
 
 import optuna
 
+from benchmarks.storage_clients import POSTGRES, STORAGES, measure
 from tuning.cli.common import HelpFormatter, Parser
 from tuning.study.protocol import HISTORY_KEYS
 from tuning.study.storage import Location, open_storage
@@ -61,7 +67,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="measurements per mode")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of writes per round")
     parser.add_argument("--quick", action="store_true", help="2 rounds x 10 epochs")
+    parser.add_argument("--clients", type=int, nargs="+", default=None,
+                        help="instead: this many processes at once doing the trial protocol, "
+                        "per storage (e.g. 1 8 32 128)")
+    parser.add_argument("--storages", nargs="+", choices=STORAGES, default=list(STORAGES),
+                        help="with --clients: the storages to measure")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="with --clients: how long each run's clients work")
+    parser.add_argument("--postgres", default=POSTGRES,
+                        help="with --clients: the PostgreSQL database (the proxy serves it too)")
     args = parser.parse_args(argv)
+    if args.clients is not None and (min(args.clients) < 1 or args.seconds <= 0):
+        parser.error("--clients must be at least 1 and --seconds positive")
     if args.quick:
         args.rounds, args.epochs = 2, 10
     if args.rounds < 1 or args.epochs < 1:
@@ -72,6 +89,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.clients is not None:
+        return measure(args.storages, args.clients, args.seconds, args.postgres)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         for round_ in range(args.rounds):

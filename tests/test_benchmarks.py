@@ -110,6 +110,19 @@ def test_storage_benchmark_times_both_sqlite_modes_and_prints_the_ratio(tmp_path
     assert re.search(r"write-ahead log vs rollback journal: \d+\.\d\dx cheaper", result.stdout)
 
 
+@pytest.mark.e2e
+def test_storage_benchmark_runs_clients_on_sqlite_and_the_proxy(tmp_path):
+    # The proxy serves a SQLite file of the test's own here (no PostgreSQL server needed).
+    database = f"sqlite:///{tmp_path / 'behind.db'}"
+    result = run_main("benchmarks.storage", "--clients", "1", "3", "--seconds", "1",
+                      "--storages", "sqlite", "proxy", "--postgres", database, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = re.findall(r"^(sqlite|proxy) +(\d+) +(\d+\.\d) \|.*\| (\d+)", result.stdout, re.M)
+    assert [(kind, int(n)) for kind, n, _, _ in rows] == [
+        ("sqlite", 1), ("sqlite", 3), ("proxy", 1), ("proxy", 3)]
+    assert all(float(rate) > 0 and failed == "0" for _, _, rate, failed in rows), result.stdout
+
+
 def test_train_on_benchmark_pairs_both_retrains_per_seed_and_gives_a_verdict(tmp_path, idx_dir):
     result = run_main("benchmarks.train_on", "--data-dir", str(idx_dir), "--val-size", "100",
                       "--params", "Adam,1e-3,32", "--params", "SGD,0.05,64", "--seeds", "2",
