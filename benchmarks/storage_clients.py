@@ -176,7 +176,7 @@ def measure(storages: list[str], clients: list[int], seconds: float, postgres: s
                     print(f"{kind:<10} {count:>7} {r.trials / seconds:>9.1f} | "
                           f"{_ms(r.ask, .5):>7} {_ms(r.ask, .95)} | {_ms(r.epoch, .5):>9} "
                           f"{_ms(r.epoch, .95)} | {_ms(r.tell, .5):>8} {_ms(r.tell, .95)}    | "
-                          f"{r.failed}{' (' + r.error[:90] + ')' if r.failed else ''}",
+                          f"{r.failed}{' (' + r.error[-100:] + ')' if r.failed else ''}",
                           flush=True)
         finally:
             if proxy is not None:
