@@ -121,8 +121,10 @@ def _supervise(run: Prepared, layout: Layout, argv: Sequence[str] | None) -> int
     def warn(worker: WorkerExit) -> None:
         print(f"{PROG}: warning: {worker.describe()}.", file=sys.stderr, flush=True)
 
-    # A gRPC channel (a storage proxy's client) does not survive a fork: fresh workers then.
-    if fork_is_safe(layout.threads) and run.location.kind != "proxy":
+    # A gRPC channel (a storage proxy's client) and CUDA, once this process touched it, do not
+    # survive a fork: fresh workers then.
+    if (fork_is_safe(layout.threads) and run.location.kind != "proxy"
+            and run.device.type == "cpu"):
         assert run.data is not None
         loaded = (run.source, run.data)
         warm_up_optimizers()  # imported once here, not once per worker
