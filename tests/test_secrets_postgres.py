@@ -146,6 +146,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _two_workers(proc: subprocess.Popen) -> list[int]:
+    """The pids of the two workers of the search ``proc``, once both started."""
+    deadline = time.monotonic() + 120
+    while len(workers := _children(proc.pid)) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the workers never started"
+        time.sleep(0.2)
+    return workers
+
+
 @pytest.mark.e2e
 def test_fresh_workers_get_the_url_in_their_environment_not_their_argument_lists(
         server: pgserver.Server, work: Path, idx_dir: Path) -> None:
@@ -158,11 +168,7 @@ def test_fresh_workers_get_the_url_in_their_environment_not_their_argument_lists
     proc = subprocess.Popen(command, cwd=work, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while len(workers := _children(proc.pid)) < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the workers never started"
-            time.sleep(0.2)
+        workers = _two_workers(proc)
         for pid in workers:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             assert b"--worker" in argv and b"--storage" not in argv, argv
@@ -187,11 +193,7 @@ def test_forked_workers_show_no_password_the_command_did_not(
     proc = subprocess.Popen(command, cwd=work, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while len(workers := _children(proc.pid)) < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the workers never started"
-            time.sleep(0.2)
+        workers = _two_workers(proc)
         own = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
         for pid in workers:
             assert Path(f"/proc/{pid}/cmdline").read_bytes() == own
