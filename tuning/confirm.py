@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import optuna
 import torch
 
 from model.data import DEFAULT_DATA_DIR, DataError, load_searched_split
@@ -40,8 +41,9 @@ from tuning.study.protocol import StudyRecord
 from tuning.study.storage import Location
 from tuning.training.device import resolve_device
 from tuning.training.precision import DEFAULT_PRECISION, PRECISION_CHOICES, choose_precision
+from tuning.workers.cluster import require_dask
 from tuning.workers.cores import AUTO, check_workers, resolve_workers, workers_arg
-from tuning.workers.signals import exit_status, stop_reason
+from tuning.workers.signals import deferred, exit_status, stop_reason
 
 PROG = "python -m tuning.confirm"
 
@@ -61,6 +63,7 @@ class ConfirmSettings:
     device: str = "auto"
     precision: str = DEFAULT_PRECISION  # auto: bf16 where native; runs are compared, not shipped
     stack_seeds: str = "auto"  # a configuration's seeds as one stacked model (auto: on CUDA)
+    cluster: str | None = None  # a Dask scheduler's address: the runs as tasks on its cluster
 
     def check(self) -> None:
         """Raise UsageError naming the first flag whose value cannot work."""
@@ -72,6 +75,8 @@ class ConfirmSettings:
                 raise UsageError(f"--workers must be at least 1 or auto, but got "
                                  f"{self.workers!r}.")
             check_workers(self.workers)
+        if self.cluster is not None:
+            require_dask()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
                         default=d.stack_seeds,
                         help="train a configuration's seeds together as one stacked model "
                         "(same runs, batched products); auto: on CUDA, where it pays")
+    parser.add_argument("--cluster", default=d.cluster, metavar="ADDRESS",
+                        help="train the runs as tasks on the Dask cluster whose scheduler is at "
+                        "ADDRESS (tcp://HOST:8786), one torch thread each, instead of "
+                        "--workers on this machine; a run whose Dask worker dies is run again; "
+                        "needs pip install -e '.[cluster]' (docs/scale-out.md)")
     return parser
 
 
@@ -129,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stacked = confirmation.stack_seeds(settings.stack_seeds, device)
         source, data = load_searched_split(settings.data_dir, record.val_size,
                                            record.split_seed, record.train_size)
-        layout = resolve_workers(settings.workers, device.type,
+        layout = resolve_workers(1 if settings.cluster else settings.workers, device.type,
                                  len(confirmation.jobs(planned.tasks, stacked.value == "yes")))
     except (UsageError, DataError) as exc:
         return fail(PROG, str(exc), exc=exc)
@@ -141,28 +151,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     tasks = planned.tasks
     print(f"Confirming the {len(planned.trials)} best trials of study {settings.study_name!r} "
           f"in {location.shown}: {settings.seeds} fresh seed(s) each, {record.epochs} epochs, "
-          f"{len(tasks)} run(s) to go; device {device}, {layout.describe()}.", flush=True)
+          f"{len(tasks)} run(s) to go; device {device}, "
+          f"{_where(settings.cluster) or layout.describe()}.", flush=True)
     print(f"Precision {precision.value} ({precision.reason}); seeds stacked: {stacked.value} "
           f"({stacked.reason}).", flush=True)
     by_number = {t.number: t for t in planned.trials}
+    done = 0
+
+    def keep(run: Run) -> None:
+        nonlocal done
+        with deferred():  # a stop lands before or after both: the count says what is recorded
+            record_run(study, by_number[run.trial], run)
+            done += 1
+        _print_run(run, by_number[run.trial].params, done, len(tasks))
+
+    def keep_all(runs: list[Run]) -> None:
+        for run in runs:
+            keep(run)
+
+    def stopped(exc: BaseException) -> int:
+        print(f"\n{stop_reason(exc)}: {done} of {len(tasks)} runs recorded; run the same "
+              "command again to finish the rest.", flush=True)
+        return exit_status(exc)
+
+    if settings.cluster is not None:
+        try:
+            outcome = confirmation.run_on_cluster(
+                settings.cluster, tasks, source.folder, record, precision.value,
+                stacked.value == "yes", keep_all)
+        except UsageError as exc:
+            return fail(PROG, str(exc), exc=exc)
+        if outcome.interrupted is not None:
+            return stopped(outcome.interrupted)
+        if outcome.failed:
+            why = "; ".join(f"task {end.index}: {end.error}" for end in outcome.failed)
+            return fail(PROG, f"{len(outcome.failed)} run(s) failed on the cluster ({why}); run "
+                        "the same command again to retry them.", status=EXIT_FAILED)
+        return _choose(study, settings)
     claim_cores(PROG, device.type, layout.workers * layout.threads)
     if layout.workers == 1:
         confirmation.use(data, device, precision.value)
-    done = 0
     try:
         for run in confirmation.run_all(tasks, layout.workers, source.folder, record,
                                         precision.value, stacked.value == "yes",
                                         threads=layout.threads, data=data):
-            record_run(study, by_number[run.trial], run)
-            done += 1
-            _print_run(run, by_number[run.trial].params, done, len(tasks))
+            keep(run)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
-        print(f"\n{stop_reason(exc)}: {done} of {len(tasks)} runs recorded; run the same "
-              "command again to finish the rest.", flush=True)
-        return exit_status(exc)
+        return stopped(exc)
     except (DataError, OSError) as exc:
         return fail(PROG, str(exc), status=EXIT_FAILED, exc=exc)
+    return _choose(study, settings)
 
+
+def _where(cluster: str | None) -> str | None:
+    return None if cluster is None else f"tasks on the Dask cluster at {cluster}"
+
+
+def _choose(study: optuna.Study, settings: ConfirmSettings) -> int:
+    """The confirmed choice, its table and the next command."""
     choice, why = confirmed(study)
     _print_table(choice)
     if choice is None:

@@ -29,6 +29,7 @@ from tuning.cli.common import (
     quiet_optuna,
     stoppable,
 )
+from tuning.cli.search_cluster import run_on_cluster
 from tuning.cli.search_output import Progress, interrupted, summary
 from tuning.cli.search_settings import (
     PROG,
@@ -40,6 +41,7 @@ from tuning.study.errors import UsageError
 from tuning.study.lifecycle import count_finished
 from tuning.study.secrets import STORAGE_ENV
 from tuning.study.storage import heartbeat_of, release_connections
+from tuning.workers.cluster import connect
 from tuning.workers.cores import Layout, fork_is_safe, resolve_workers, threads_per_worker
 from tuning.workers.signals import (
     Stopped,
@@ -58,15 +60,15 @@ def _say_waiting(line: str) -> None:
     print(f"{PROG}: {line}", file=sys.stderr, flush=True)
 
 
-def _announce(run: Prepared, layout: Layout | None) -> None:
-    """The first lines: the study, the data, how the trials share the machine (a worker: one)."""
+def _announce(run: Prepared, threads: str | None) -> None:
+    """The first lines: the study, the data, how the trials share the machine (``threads``;
+    a worker, None: one line)."""
     settings, data = run.settings, run.data
     assert data is not None
-    if layout is None:
+    if threads is None:
         print(f"worker {settings.worker} of {settings.workers}: pid {os.getpid()}, torch "
               f"threads {torch.get_num_threads()}.", flush=True)
         return
-    threads = layout.describe()
     print(
         f"Study {settings.study_name!r} in {run.location.shown} "
         f"({'resumed' if run.resumed else 'new'}): {count_finished(run.study)} of "
@@ -186,6 +188,25 @@ def _work(settings: SearchSettings, loaded: tuple[Source, TrainValSplit] | None 
     return _run_here(run)
 
 
+def _on_cluster(settings: SearchSettings, address: str) -> int:
+    """The search with its worker loops on the Dask cluster at ``address``.
+
+    Raises:
+        UsageError, DataError: bad input, or no cluster there; nothing was written.
+    """
+    settings.check()  # Dask installed, flags sane: before connecting
+    with connect(address) as client:  # no study is created for a cluster that is not there
+        run = settings.prepare(on_wait=_say_waiting)
+        _announce(run, f"worker loops on the Dask cluster at {address}")
+        run.data = None  # each Dask worker loads its own
+        if count_finished(run.study) >= settings.n_trials:
+            print("The study already reached its target; raise --n-trials to run more.")
+        elif (status := run_on_cluster(run, client, address)) != EXIT_OK:
+            return status
+    print(summary(run.study, run.location.shown, settings.study_name))
+    return EXIT_OK
+
+
 @stoppable(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the search; return the process exit status."""
@@ -202,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # since GNU OpenMP cannot run a thread pool in the child of a process that had one.
         torch.set_num_threads(1)
     try:
+        if settings.cluster is not None:
+            return _on_cluster(settings, settings.cluster)
         run = settings.prepare(on_wait=_say_waiting)
         layout = resolve_workers(settings.workers, run.device.type,
                                  settings.n_trials - count_finished(run.study))
@@ -210,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if layout.workers == 1:
         torch.set_num_threads(own_threads)  # one process: every core, as torch sets it
         layout = replace(layout, threads=own_threads)
-    _announce(run, layout)
+    _announce(run, layout.describe())
     if count_finished(run.study) >= settings.n_trials:
         print("The study already reached its target; raise --n-trials to run more.")
     elif layout.workers > 1:

@@ -33,6 +33,7 @@ from tuning.study.storage_checks import check_existing, check_writable
 from tuning.training.device import resolve_device
 from tuning.training.objective import Objective
 from tuning.training.precision import DEFAULT_PRECISION, PRECISION_CHOICES, choose_precision
+from tuning.workers.cluster import require_dask
 from tuning.workers.cores import AUTO, check_workers, workers_arg
 from tuning.workers.supervisor import WORKER_FLAG
 
@@ -61,6 +62,9 @@ class SearchSettings:
     # pay on this hardware (tuning.workers.cores.resolve_workers; docs/decisions.md).
     workers: int | str = AUTO
     heartbeat: int = HEARTBEAT_S  # seconds between a running trial's heartbeats (databases)
+    # A Dask scheduler's address: the worker loops run as tasks on its cluster (--workers
+    # counts them; auto: one per Dask worker thread). None: on this machine.
+    cluster: str | None = None
     worker: int = 0  # set by --workers in each worker it starts (1..N); 0: not a worker
 
     def location(self) -> Location:
@@ -118,7 +122,10 @@ class SearchSettings:
             if not isinstance(self.workers, int) or self.workers < 1:
                 raise UsageError(f"--workers must be at least 1 or auto, but got "
                                  f"{self.workers!r}.")
-            check_workers(self.workers)
+            if self.cluster is None:  # on a cluster, the loops use the nodes' cores
+                check_workers(self.workers)
+        if self.cluster is not None:
+            require_dask()
         if self.heartbeat < 1:
             raise UsageError(
                 f"--heartbeat must be at least 1 second, but got {self.heartbeat}."
@@ -186,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
         "torch thread each (measured to train 1.5-1.7x the images per second of one process "
         "on every core; docs/decisions.md), one process on a GPU. --workers 1 runs the "
         "trials in this process, one at a time: the exact replay of a --seed needs it",
+    )
+    parser.add_argument(
+        "--cluster", default=d.cluster, metavar="ADDRESS",
+        help="run the worker loops as tasks on the Dask cluster whose scheduler is at ADDRESS "
+        "(tcp://HOST:8786; scripts/cluster/dask-cluster.sh starts one): --workers of them "
+        "(auto: one per Dask worker thread), one torch thread each; a loop whose Dask worker "
+        "dies is rescheduled and its trial run again; needs pip install -e '.[cluster]' and a "
+        "--storage every node reaches (docs/scale-out.md)",
     )
     parser.add_argument(
         "--heartbeat", type=int, default=d.heartbeat,

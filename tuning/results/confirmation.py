@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from model.data import TrainValSplit, load_searched_split
 from model.kernels import HardwareChoice
-from model.loops import flush_denormals, warm_up_optimizers
+from model.loops import EpochResult, flush_denormals, warm_up_optimizers
 from tuning.results.selection import Run, candidates, recorded_runs
 from tuning.space.hyperparameters import Hyperparameters
 from tuning.study.errors import StudyError, UsageError
 from tuning.study.protocol import CONFIRM_PLAN_ATTR, StudyRecord, configuration, derive_seed
 from tuning.training.retrain import retrain_one, retrain_seeds
+from tuning.workers.cluster import Outcome, TaskEnd, connect, run_tasks, stop_requested
 from tuning.workers.cores import fork_is_safe
+from tuning.workers.signals import Stopped
 
 
 @dataclass(frozen=True)
@@ -144,14 +146,14 @@ def _start_forked(threads: int) -> None:
     torch.set_num_threads(threads)  # the machine's cores are shared out between the workers
 
 
-def _run(job: list[Task]) -> list[Run]:
+def _run(job: list[Task], on_epoch: Callable[[EpochResult], None] | None = None) -> list[Run]:
     data, device, precision = _WORKER["data"], _WORKER["device"], _WORKER["precision"]
     params = Hyperparameters.from_params(job[0].params)
     start = time.perf_counter()
     # A run that diverges scores what its network still scores (its history so far).
     if len(job) == 1:
         runs = [retrain_one(params, data.train, data.val, job[0].epochs, job[0].seed, device,
-                            precision)]
+                            precision, on_epoch)]
     else:
         runs = retrain_seeds(params, data.train, data.val, job[0].epochs,
                              [t.seed for t in job], device, precision)
@@ -192,3 +194,45 @@ def run_all(tasks: list[Task], workers: int, data_dir: Path, record: StudyRecord
     finally:
         pool.terminate()
         pool.join()
+
+
+def cluster_job(job: list[Task], data_dir: Path, val_size: int, split_seed: int,
+                precision: str, stop: Any) -> list[Run]:
+    """A Dask task (``--cluster``): ``job`` on this Dask worker, one torch thread, the split
+    read once per worker process; nothing if the command asked its tasks to stop."""
+    flush_denormals()
+    torch.set_num_threads(1)
+    key = (str(data_dir), val_size, split_seed, precision)
+    if _WORKER.get("key") != key:
+        use(load_searched_split(data_dir, val_size, split_seed, download=False)[1],
+            torch.device("cpu"), precision)
+        _WORKER["key"] = key
+
+    def check(result: EpochResult) -> None:
+        if stop_requested(stop):
+            raise Stopped(signal.SIGTERM)
+
+    try:
+        return _run(job, check)
+    except KeyboardInterrupt:  # stopped: the command records nothing of it
+        return []
+
+
+def run_on_cluster(address: str, tasks: list[Task], data_dir: Path, record: StudyRecord,
+                   precision: str, stacked: bool, on_runs: Callable[[list[Run]], None]
+                   ) -> Outcome:
+    """Run ``tasks`` as Dask tasks on the cluster at ``address``; ``on_runs`` gets each job's
+    runs as it ends (the caller records them). Raises UsageError where no cluster answers."""
+    client = connect(address)
+    folder = data_dir.resolve() if data_dir.exists() else data_dir
+
+    def ended(end: TaskEnd) -> None:
+        if end.error is None and end.value:
+            on_runs(end.value)
+
+    try:
+        args = [(job, folder, record.val_size, record.split_seed, precision)
+                for job in jobs(tasks, stacked)]
+        return run_tasks(client, cluster_job, args, name="confirm", on_end=ended)
+    finally:
+        client.close()

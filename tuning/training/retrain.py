@@ -190,10 +190,12 @@ def retrain_seeds(params: Hyperparameters, train: Tensors, val: Tensors, epochs:
 
 
 def retrain_one(params: Hyperparameters, train: Tensors, val: Tensors, epochs: int, seed: int,
-                device: torch.device, precision: str = "fp32") -> SeedRun:
+                device: torch.device, precision: str = "fp32",
+                on_epoch: Callable[[EpochResult], None] | None = None) -> SeedRun:
     """``retrain`` from one seed as a ``SeedRun``: a divergence keeps its history so far."""
     try:
-        history = retrain(params, train, val, epochs, seed, device, precision=precision).history
+        history = retrain(params, train, val, epochs, seed, device, precision=precision,
+                          on_epoch=on_epoch).history
     except Diverged as exc:
         return SeedRun(seed, exc.history, True)
     return SeedRun(seed, history, False)
