@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import tuning.workers.cluster
 from tests.conftest import ROOT, run_main
+from tests.test_faults import _start, _wait_for
 from tuning.study.protocol import CONFIRM_RUNS_PREFIX
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed")
@@ -80,21 +81,6 @@ def _trials(url: str) -> list[FrozenTrial]:
         return []
 
 
-def _wait_until(condition, proc: subprocess.Popen, seconds: float):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"the search ended early ({proc.returncode}):\n{out}\n{err}")
-        time.sleep(0.3)
-    proc.kill()
-    out, err = proc.communicate()
-    pytest.fail(f"waited {seconds} s in vain:\n{out}\n{err}")
-
-
 def _in_progress(url: str) -> list[FrozenTrial]:
     return [t for t in _trials(url) if t.state == TrialState.RUNNING and "worker" in t.user_attrs
             and 3 <= len(t.intermediate_values) < EPOCHS - MARGIN]
@@ -143,9 +129,8 @@ def test_a_dask_worker_killed_mid_trial_has_its_trial_run_again(tmp_path, idx_di
     url = f"sqlite:///{tmp_path / 's.db'}"
     command = _search(cluster, url, idx_dir, "--heartbeat", "2", "--n-trials", "4",
                       "--epochs", str(EPOCHS), "--pruner", "none", "--sampler", "random")
-    proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    victim = _wait_until(lambda: _in_progress(url), proc, 240)[0]
+    proc = _start(command, tmp_path)
+    victim = _wait_for(lambda: _in_progress(url) or None, proc, 240)[0]
     os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out + err
@@ -169,9 +154,8 @@ def test_sigterm_stops_every_task_on_the_cluster(tmp_path, idx_dir, cluster):
     url = f"sqlite:///{tmp_path / 's.db'}"
     command = _search(cluster, url, idx_dir, "--heartbeat", "5", "--n-trials", "8",
                       "--epochs", str(EPOCHS), "--pruner", "none", "--sampler", "random")
-    proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    _wait_until(lambda: len(_in_progress(url)) == 2, proc, 240)  # both loops mid-trial
+    proc = _start(command, tmp_path)
+    _wait_for(lambda: len(_in_progress(url)) == 2 or None, proc, 240)  # both loops mid-trial
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out + err
