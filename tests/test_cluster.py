@@ -24,15 +24,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 import tuning.workers.cluster
 from tests.conftest import ROOT, run_main
-from tests.test_faults import _start, _wait_for
+from tests.test_faults import EPOCHS, MARGIN, _start, _wait_for, assert_retried_once
 from tuning.study.protocol import CONFIRM_RUNS_PREFIX
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed")
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SCRIPT = ROOT / "scripts" / "cluster" / "dask-cluster.sh"
-# As tests/test_faults.py: trials long enough that a signal lands mid-trial.
-EPOCHS, MARGIN = 100, 50
 
 
 def _free_port() -> int:
@@ -136,16 +134,7 @@ def test_a_dask_worker_killed_mid_trial_has_its_trial_run_again(tmp_path, idx_di
     assert proc.returncode == 0, out + err
     assert "left the cluster" in out and "Traceback" not in err
 
-    trials = _trials(url)
-    killed = trials[victim.number]
-    assert killed.state == TrialState.FAIL
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
-    assert len(retries) == 1 and retries[0].state in FINISHED
-    assert retries[0].params == killed.params
-    assert retries[0].user_attrs["seed"] == killed.user_attrs["seed"]
-    assert len(retries[0].intermediate_values) == EPOCHS  # from scratch, to the end
-    assert sum(t.state in FINISHED for t in trials) == 4
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert_retried_once(_trials(url), victim.number, 4)
 
 
 @pytest.mark.e2e

@@ -82,6 +82,20 @@ def _wait_for(condition: Callable[[], T | None], proc: subprocess.Popen, seconds
     pytest.fail(f"waited {seconds} s in vain:\n{out}\n{err}")
 
 
+def assert_retried_once(trials: list[FrozenTrial], killed_number: int, target: int) -> None:
+    """The trial whose worker was killed failed, ran again once from scratch with its
+    parameters and seed, and the study still ends at ``target`` with nothing left running."""
+    killed = trials[killed_number]
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state in FINISHED
+    assert retries[0].params == killed.params
+    assert retries[0].user_attrs["seed"] == killed.user_attrs["seed"]  # the same run again
+    assert len(retries[0].intermediate_values) == EPOCHS  # retried from scratch, to the end
+    assert sum(t.state in FINISHED for t in trials) == target
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
 @pytest.mark.faults
 def test_a_worker_killed_mid_trial_is_failed_after_the_grace_period_and_retried(
     tmp_path, idx_dir, store
@@ -106,16 +120,8 @@ def test_a_worker_killed_mid_trial_is_failed_after_the_grace_period_and_retried(
     assert "was killed by SIGKILL" in err and "Traceback" not in err
 
     trials = _trials(url, name)
-    killed = trials[victim.number]
-    assert killed.state == TrialState.FAIL
-    assert [t.number for t in trials if t.state == TrialState.FAIL] == [killed.number]
-    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
-    assert len(retries) == 1 and retries[0].state in FINISHED
-    assert retries[0].params == killed.params
-    assert retries[0].user_attrs["seed"] == killed.user_attrs["seed"]  # the same run again
-    assert len(retries[0].intermediate_values) == EPOCHS  # retried from scratch, to the end
-    assert sum(t.state in FINISHED for t in trials) == 4
-    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert_retried_once(trials, victim.number, 4)
+    assert [t.number for t in trials if t.state == TrialState.FAIL] == [victim.number]
     assert sum(t.user_attrs.get("baseline") == "tutorial" and t.state in FINISHED
                for t in trials) == 1
 
